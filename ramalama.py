@@ -1,0 +1,2080 @@
+"""ramalama.pyz: pull AI models into one content-addressed store and run them.
+
+One file, standard library only at run time (tomli is vendored for Python < 3.11).
+The module reads top to bottom in data-flow order:
+
+  1. compat        tomllib or tomli, loaded only when a config file exists
+  2. constants     version, default hosts, sizes
+  3. errors        RamalamaError and its kinds; each carries its exit code
+  4. helpers       pure functions: digests, sizes, ages, Content-Range, backoff, safe names
+  5. references    "ollama://x", "hf://o/r:Q4", "oci://reg/n:t", "file:///p", URLs -> Ref
+  6. config        ramalama.conf layers merged into one dict; shortnames
+  7. http          HTTPSession: pooled http.client, manual redirects, retries
+  8. download      Downloader: resumable, hashing, verified stream into the store's tmp/
+  9. store         Store: blobs/sha256/<hex> once each, repos/... folders of hardlinks
+ 10. transports    file://, http(s)://; a scheme -> class registry
+ 11. gguf          header reader for `inspect`
+ 12. output        progress bars and lines, tables
+ 13. cli           argparse parser, one cmd_* function per command, main()
+
+Store layout (root: --store, RAMALAMA_STORE, config `store`, else
+~/.local/share/ramalama or /var/lib/ramalama for root):
+
+  blobs/sha256/<hex>              every file once, mode 0444, name = verified sha256
+  repos/<transport>/<path>/<tag>/ one folder per model: hardlinks to blobs + .ref.json
+  tmp/                            downloads in progress and folders being built
+  locks/                          flock files: store.lock, one per download
+
+Environment: RAMALAMA_CONFIG, RAMALAMA_STORE, RAMALAMA_TRANSPORT (or RAMALAMA_TRANSPORTS),
+RAMALAMA_IMAGE, RAMALAMA_CONTAINER_ENGINE, XDG_CONFIG_HOME, XDG_DATA_HOME.
+
+Exit codes: 0 success, 1 failure (network, registry, store, digest), 2 usage
+(bad arguments, bad model name, bad config, not implemented yet), 130 interrupted.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import time
+from collections import namedtuple
+
+__version__ = "0.1.0"
+
+
+# ---------------------------------------------------------------------------
+# 1. compat
+# ---------------------------------------------------------------------------
+
+def _toml_loads(text: str) -> dict:
+    """Parse TOML with tomllib (3.11+), an installed tomli, or the vendored copy."""
+    try:
+        import tomllib as toml  # novm: guarded, 3.11+
+    except ImportError:
+        try:
+            import tomli as toml
+        except ImportError:
+            # Next to this file, inside the zipapp too: zipimport accepts "x.pyz/.../vendor".
+            sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor"))
+            import tomli as toml
+    return toml.loads(text)
+
+
+# ---------------------------------------------------------------------------
+# 2. constants
+# ---------------------------------------------------------------------------
+
+SYSTEM_CONFIG_DIRS = ("/usr/share/ramalama", "/etc/ramalama")
+TRANSPORT_NAMES = ("ollama", "huggingface", "oci", "file", "http", "https")
+DEFAULT_TRANSPORT = "ollama"
+OLLAMA_HOST = "registry.ollama.ai"
+DOCKER_HUB = "docker.io"
+DEFAULT_IMAGE = "quay.io/ramalama/ramalama"
+CHUNK = 1 << 20                  # read buffer for downloads and hashing
+REF_FILE = ".ref.json"           # a model folder's commit point
+REF_VERSION = 1                  # layout version written into every .ref.json
+MAX_REDIRECTS = 10
+USER_AGENT = "ramalama.pyz/" + __version__
+
+
+# ---------------------------------------------------------------------------
+# 3. errors
+# ---------------------------------------------------------------------------
+
+class RamalamaError(Exception):
+    """A failure the user should see as one line; exit_code is what main() returns."""
+    exit_code = 1
+
+
+class UsageError(RamalamaError):
+    """Bad arguments or an unparseable model name."""
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A config file that does not parse or has a wrong value."""
+
+
+class NotImplementedYet(UsageError):
+    """A command whose flags parse but whose work is not built yet."""
+
+
+class NotFound(RamalamaError):
+    """A model that is not in the store, or a remote object that does not exist."""
+
+
+class NetworkError(RamalamaError):
+    """Connection failures, timeouts, retries exhausted."""
+
+
+class HTTPStatusError(NetworkError):
+    """A server answered with an error status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class DigestMismatch(RamalamaError):
+    """Bytes that do not hash to what they were announced as."""
+
+
+class StoreError(RamalamaError):
+    """A store that is damaged, locked or not writable."""
+
+
+class FormatError(RamalamaError):
+    """A file that is not what it claims to be (e.g. a broken GGUF header)."""
+
+
+# ---------------------------------------------------------------------------
+# 4. helpers (pure)
+# ---------------------------------------------------------------------------
+
+def parse_digest(text: str) -> str:
+    """Return the 64-hex part of "sha256:<hex>"; anything else is refused before it names a path."""
+    algo, sep, hexpart = text.partition(":")
+    if algo != "sha256" or not sep or len(hexpart) != 64 or hexpart.strip("0123456789abcdef"):
+        raise FormatError("not a sha256 digest: %r" % text[:100])
+    return hexpart
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+    raise AssertionError("unreachable")
+
+
+def human_age(seconds: float) -> str:
+    """'Just now', '5 minutes ago', '3 days ago': what `list` shows in MODIFIED."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                       ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return "%d %s%s ago" % (count, unit, "" if count == 1 else "s")
+    return "Just now"
+
+
+def human_count(n: int) -> str:
+    """Parameter counts the way model cards write them: 72.5K, 7.2B."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return "%.1f%s" % (n / size, unit)
+    return str(n)
+
+
+def parse_content_range(value: str):
+    """'bytes 100-199/1000' -> (100, 199, 1000); 'bytes */1000' -> (None, None, 1000).
+
+    A total of '*' (unknown) gives None. Anything malformed gives None: the caller then
+    refuses to trust the response as a continuation.
+    """
+    unit, _, spec = (value or "").strip().partition(" ")
+    if unit != "bytes" or "/" not in spec:
+        return None
+    span, _, total_s = spec.partition("/")
+    try:
+        total = None if total_s == "*" else int(total_s)
+        if span == "*":
+            return (None, None, total)
+        first_s, _, last_s = span.partition("-")
+        first, last = int(first_s), int(last_s)
+    except ValueError:
+        return None
+    if first < 0 or last < first or (total is not None and last >= total):
+        return None
+    return (first, last, total)
+
+
+def backoff_delay(attempt: int, retry_after: str = None, rand: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): Retry-After wins, else
+    jittered exponential backoff (0.5 s, 1 s, 2 s, ... up to `cap`); `rand` in [0, 1)."""
+    if retry_after:
+        try:
+            return min(max(0.0, float(retry_after)), 300.0)
+        except ValueError:
+            pass  # an HTTP date: fall back to our own schedule
+    base = min(cap, 0.5 * (2 ** attempt))
+    return base * (0.5 + rand)
+
+
+def safe_relpath(name: str) -> str:
+    """Validate a file name that came from the network or a user before it becomes a path.
+
+    Returns the normalised relative path; refuses absolute paths, '..', NUL, empty or
+    over-long components and our own metadata file name.
+    """
+    if not isinstance(name, str) or not name or "\0" in name or len(name) > 1024:
+        raise FormatError("unsafe file name %r" % (name[:100] if isinstance(name, str) else name))
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if (name.startswith(("/", "\\")) or not parts or any(p == ".." or len(p) > 255 for p in parts)
+            or parts[-1] == REF_FILE):
+        raise FormatError("unsafe file name %r" % name[:100])
+    return "/".join(parts)
+
+
+def sha256_file(path: str, progress=None) -> str:
+    """Hex sha256 of a file, read in CHUNK blocks; progress(done) after each block."""
+    import hashlib
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return h.hexdigest()
+            h.update(view[:n])
+            done += n
+            if progress:
+                progress(done)
+
+
+# ---------------------------------------------------------------------------
+# 5. model references
+# ---------------------------------------------------------------------------
+
+_RefFields = namedtuple("_RefFields", "transport host name tag digest revision file",
+                        defaults=("", "", "", "", "", "", ""))
+
+
+class Ref(_RefFields):
+    """One parsed model reference; immutable and hashable.
+
+    transport  ollama | huggingface | oci | file | http | https
+    host       registry or URL host ('' for file and huggingface)
+    name       repository path ('library/llama3', 'org/repo'), or the absolute file path,
+               or the URL path with its query
+    tag        ollama/oci tag; Hugging Face quantisation (':Q4_K_M')
+    digest     oci '@sha256:...' pin
+    revision   Hugging Face '@branch|tag|commit'
+    file       Hugging Face file inside the repo
+    """
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        t = self.transport
+        if t == "ollama":
+            short = self.name[len("library/"):] if self.name.startswith("library/") else self.name
+            host = "" if self.host == OLLAMA_HOST else self.host + "/"
+            return "ollama://%s%s:%s" % (host, short, self.tag)
+        if t == "oci":
+            return "oci://%s/%s%s" % (self.host, self.name,
+                                      "@" + self.digest if self.digest else ":" + self.tag)
+        if t == "huggingface":
+            s = "hf://" + self.name + ("/" + self.file if self.file else "")
+            return s + (":" + self.tag if self.tag else "") + ("@" + self.revision if self.revision else "")
+        if t == "file":
+            return "file://" + self.name
+        return "%s://%s%s" % (t, self.host, self.name)
+
+    def folder(self) -> tuple:
+        """Path components of this model's folder below repos/ (human-readable, unique)."""
+        t = self.transport
+        if t == "ollama":
+            return ("ollama", self.host) + tuple(self.name.split("/")) + (self.tag,)
+        if t == "oci":
+            last = "sha256-" + parse_digest(self.digest) if self.digest else self.tag
+            return ("oci", self.host) + tuple(self.name.split("/")) + (last,)
+        if t == "huggingface":
+            sel = self.file or (self.tag or "default")
+            return (("huggingface",) + tuple(self.name.split("/")) + tuple(sel.split("/"))
+                    + (self.revision or "main",))
+        if t == "file":
+            return ("file",) + tuple(p for p in self.name.split("/") if p)
+        path, _, query = self.name.partition("?")
+        parts = [p for p in path.split("/") if p] or ["index"]
+        if query:
+            import hashlib
+            parts[-1] += "-" + hashlib.sha256(query.encode()).hexdigest()[:12]
+        return (t, self.host.replace(":", "_")) + tuple(parts)
+
+    def file_name(self) -> str:
+        """Name of the single model file for file:// and URL references."""
+        from urllib.parse import unquote
+        base = unquote(self.name.partition("?")[0].rstrip("/").rsplit("/", 1)[-1])
+        return safe_relpath(base.replace("/", "_")) if base not in ("", ".", "..") else "model"
+
+
+_OCI_COMPONENT = "[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_TAG = "[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
+
+
+def _is_registry_host(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost"
+
+
+def _check_name(name: str, text: str, pattern: str = _OCI_COMPONENT) -> None:
+    import re
+    if not all(re.fullmatch(pattern, c) for c in name.split("/")):
+        raise UsageError("invalid model name %r: each part of %r must match %s" % (text, name, pattern))
+
+
+def _split_tag(rest: str, default: str, text: str):
+    import re
+    name, sep, tag = rest.rpartition(":")
+    if not sep or "/" in tag:
+        return rest, default
+    if not re.fullmatch(_TAG, tag):
+        raise UsageError("invalid tag %r in %r" % (tag, text))
+    return name, tag
+
+
+def _parse_ollama(rest: str, text: str) -> Ref:
+    rest, tag = _split_tag(rest, "latest", text)
+    parts = rest.split("/")
+    host = OLLAMA_HOST
+    if len(parts) > 1 and _is_registry_host(parts[0]):
+        host, parts = parts[0].lower(), parts[1:]
+    if len(parts) == 1:
+        parts = ["library"] + parts
+    if len(parts) != 2:
+        raise UsageError("invalid ollama model %r: expected [host/][namespace/]model[:tag]" % text)
+    name = "/".join(parts)
+    _check_name(name, text, "[A-Za-z0-9][A-Za-z0-9._-]*")
+    return Ref("ollama", host, name, tag)
+
+
+def _parse_oci(rest: str, text: str) -> Ref:
+    rest, _, digest = rest.partition("@")
+    if digest:
+        parse_digest(digest)
+    rest, tag = _split_tag(rest, "latest", text)
+    parts = rest.split("/")
+    host = DOCKER_HUB
+    if len(parts) > 1 and _is_registry_host(parts[0]):
+        host, parts = parts[0].lower(), parts[1:]
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        host = DOCKER_HUB
+    if host == DOCKER_HUB and len(parts) == 1:
+        parts = ["library"] + parts
+    name = "/".join(parts)
+    if not name:
+        raise UsageError("invalid OCI reference %r: no repository name" % text)
+    _check_name(name, text)
+    return Ref("oci", host, name, tag, digest)
+
+
+def _parse_hf(rest: str, text: str) -> Ref:
+    rest, _, revision = rest.partition("@")
+    parts = [p for p in rest.split("/") if p]
+    if len(parts) < 2:
+        raise UsageError("invalid Hugging Face model %r: expected org/repo[/file][:quant][@revision]" % text)
+    quant = ""
+    if ":" in parts[-1]:
+        parts[-1], _, quant = parts[-1].partition(":")
+    if len(parts) > 2 and parts[2] in ("blob", "resolve", "tree") and len(parts) > 3:
+        revision, parts = revision or parts[3], parts[:2] + parts[4:]   # pasted browser URL
+    name, file = "/".join(parts[:2]), "/".join(parts[2:])
+    _check_name(name, text, "[A-Za-z0-9][A-Za-z0-9._-]*")
+    if file:
+        file = safe_relpath(file)
+    if revision and ("\0" in revision or ".." in revision.split("/")):
+        raise UsageError("invalid revision %r in %r" % (revision, text))
+    return Ref("huggingface", "", name, quant, "", revision, file)
+
+
+def _parse_file(rest: str, text: str) -> Ref:
+    if not rest:
+        raise UsageError("invalid file reference %r: no path" % text)
+    path = os.path.normpath(os.path.abspath(os.path.expanduser(rest)))
+    if "\0" in path or path == "/":
+        raise UsageError("invalid file reference %r" % text)
+    return Ref("file", "", path)
+
+
+def _parse_url(scheme: str, rest: str, text: str) -> Ref:
+    import posixpath
+    host, slash, path = rest.partition("/")
+    if not host or "@" in host or " " in rest or "\0" in rest:
+        raise UsageError("invalid URL %r" % text)
+    path, q, query = path.partition("?")
+    path = posixpath.normpath("/" + path.split("#")[0]) if path else "/"
+    return Ref(scheme, host.lower(), path + (q + query if query else ""))
+
+
+_URL_ALIASES = (
+    ("https://huggingface.co/", "huggingface"), ("http://huggingface.co/", "huggingface"),
+    ("huggingface.co/", "huggingface"), ("https://hf.co/", "huggingface"), ("hf.co/", "huggingface"),
+    ("https://ollama.com/", "ollama"), ("ollama.com/", "ollama"),
+)
+_SCHEMES = {"ollama": "ollama", "hf": "huggingface", "huggingface": "huggingface", "oci": "oci",
+            "docker": "oci", "file": "file", "http": "http", "https": "https"}
+
+
+def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAULT_TRANSPORT) -> Ref:
+    """Turn what a user typed into a Ref. Bare names go through shortnames, then the default
+    transport; paths starting with /, ./, ../ or ~ are local files."""
+    text = (text or "").strip()
+    if not text or "\0" in text:
+        raise UsageError("empty or invalid model name")
+    low = text.lower()
+    for prefix, transport in _URL_ALIASES:
+        if low.startswith(prefix):
+            return parse_ref(transport + "://" + text[len(prefix):], None, default_transport)
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        transport = _SCHEMES.get(scheme.lower())
+        if transport is None:
+            raise UsageError("unknown transport %r in %r; use one of: %s"
+                             % (scheme + "://", text, ", ".join(k + "://" for k in _SCHEMES)))
+        if transport == "ollama":
+            return _parse_ollama(rest, text)
+        if transport == "oci":
+            return _parse_oci(rest, text)
+        if transport == "huggingface":
+            return _parse_hf(rest, text)
+        if transport == "file":
+            return _parse_file(rest, text)
+        return _parse_url(transport, rest, text)
+    if text.startswith(("/", "./", "../", "~")):
+        return _parse_file(text, text)
+    if shortnames and text in shortnames:
+        return parse_ref(shortnames[text], None, default_transport)
+    if default_transport not in _SCHEMES:
+        raise ConfigError("unknown default transport %r; use one of: %s"
+                          % (default_transport, ", ".join(sorted(set(_SCHEMES.values())))))
+    return parse_ref(default_transport + "://" + text, None, default_transport)
+
+
+# ---------------------------------------------------------------------------
+# 6. config
+# ---------------------------------------------------------------------------
+
+# Keys of [ramalama] we act on, with their types. Other keys (the anchor's ramalama.conf has
+# many) are kept and listed by `info` and --debug, never fatal.
+CONFIG_TYPES = {
+    "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
+    "transport": str, "ngl": int, "ctx_size": int, "temp": float, "threads": int,
+    "port": int, "host": str, "pull": str, "ollama_host": str,
+}
+ENV_KEYS = (("RAMALAMA_STORE", "store"), ("RAMALAMA_TRANSPORTS", "transport"),
+            ("RAMALAMA_TRANSPORT", "transport"), ("RAMALAMA_IMAGE", "image"),
+            ("RAMALAMA_CONTAINER_ENGINE", "engine"))
+
+
+def config_dirs(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> list:
+    """Directories searched for ramalama.conf and shortnames.conf, lowest priority first."""
+    home = env.get("HOME") or os.path.expanduser("~")
+    user = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return list(system_dirs) + [os.path.join(user, "ramalama")]
+
+
+def config_files(dirs: list, stem: str) -> list:
+    """Existing files <dir>/<stem>.conf then <dir>/<stem>.conf.d/*.conf, in priority order."""
+    found = []
+    for d in dirs:
+        main_file = os.path.join(d, stem + ".conf")
+        if os.path.isfile(main_file):
+            found.append(main_file)
+        drop = main_file + ".d"
+        if os.path.isdir(drop):
+            found.extend(os.path.join(drop, n) for n in sorted(os.listdir(drop)) if n.endswith(".conf"))
+    return found
+
+
+def read_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        return _toml_loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError("%s: not UTF-8 text" % path)
+    except OSError as e:
+        raise ConfigError("%s: %s" % (path, e.strerror or e))
+    except ValueError as e:   # TOMLDecodeError is a ValueError: "Invalid value (at line 2, column 7)"
+        raise ConfigError("%s: %s" % (path, e))
+
+
+def check_config(section: dict, origin: str) -> dict:
+    """Type-check the keys we know; ints are accepted for floats, nothing else is coerced."""
+    for key, want in CONFIG_TYPES.items():
+        if key not in section:
+            continue
+        value = section[key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            section[key], ok = float(value), True
+        if not ok:
+            raise ConfigError("%s: [ramalama] %s must be %s, not %r"
+                              % (origin, key, {str: "a string", int: "an integer", float: "a number",
+                                               bool: "true or false"}[want], value))
+    return section
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge of config tables: later layers win key by key, tables merge."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Config:
+    """The merged [ramalama] settings, where they came from, and the shortnames."""
+
+    def __init__(self, settings: dict, files: list, dirs: list):
+        self.settings = settings
+        self.files = files
+        self.dirs = dirs
+        self._shortnames = None
+
+    def get(self, key, default=None):
+        return self.settings.get(key, default)
+
+    def unknown_keys(self) -> list:
+        return sorted(k for k, v in self.settings.items() if k not in CONFIG_TYPES and not isinstance(v, dict))
+
+    @property
+    def shortnames(self) -> dict:
+        """[shortnames] tables of every shortnames.conf, later files winning; read on first use."""
+        if self._shortnames is None:
+            names = {}
+            for path in config_files(self.dirs, "shortnames"):
+                table = read_toml(path).get("shortnames", {})
+                if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                    raise ConfigError("%s: [shortnames] must map names to model strings" % path)
+                names.update(table)
+            self._shortnames = names
+        return self._shortnames
+
+
+def load_config(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> Config:
+    """defaults < /usr/share < /etc < $XDG_CONFIG_HOME (each: .conf then .conf.d) < env.
+    RAMALAMA_CONFIG names the only config file to read."""
+    dirs = config_dirs(env, system_dirs)
+    only = env.get("RAMALAMA_CONFIG")
+    if only:
+        if not os.path.exists(only):
+            raise ConfigError("RAMALAMA_CONFIG names %s, which does not exist" % only)
+        files = [only]
+    else:
+        files = config_files(dirs, "ramalama")
+    settings = {}
+    for path in files:
+        table = read_toml(path).get("ramalama", {})
+        if not isinstance(table, dict):
+            raise ConfigError("%s: [ramalama] must be a table" % path)
+        settings = merge(settings, check_config(table, path))
+    for var, key in ENV_KEYS:
+        if env.get(var):
+            settings[key] = env[var]
+    return Config(settings, files, dirs)
+
+
+def default_store(env: dict) -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/ramalama"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"), "ramalama")
+
+
+# ---------------------------------------------------------------------------
+# 7. http
+# ---------------------------------------------------------------------------
+
+RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+
+
+class Response:
+    """A response whose connection goes back to the pool once its body has been read."""
+
+    def __init__(self, session, key, conn, raw, url: str):
+        self._session, self._key, self._conn, self.raw = session, key, conn, raw
+        self.url = url
+        self.status = raw.status
+        self.headers = raw.headers
+
+    def header(self, name: str, default: str = None):
+        return self.raw.getheader(name, default)
+
+    def read(self, limit: int = 64 << 20) -> bytes:
+        """The whole (small) body; refuses bodies above `limit` (manifests, JSON)."""
+        data = self.raw.read(limit + 1)
+        if len(data) > limit:
+            self.close(reuse=False)
+            raise NetworkError("%s: response larger than %s" % (redact(self.url), human_size(limit)))
+        self.close()
+        return data
+
+    def readinto(self, buf) -> int:
+        return self.raw.readinto(buf)
+
+    def close(self, reuse: bool = True) -> None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        if reuse and self.raw.isclosed():       # body fully consumed: keep-alive is safe
+            self._session._release(self._key, conn)
+        else:
+            self.raw.close()
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(reuse=exc[0] is None)
+
+
+def redact(url: str) -> str:
+    """URL for logs and errors: signed query strings and userinfo carry credentials."""
+    from urllib.parse import urlsplit
+    p = urlsplit(url)
+    return "%s://%s%s" % (p.scheme, p.hostname or "", (":%d" % p.port) if p.port else "") + p.path
+
+
+class HTTPSession:
+    """Pooled keep-alive connections with manual redirects and retries.
+
+    Credentials are given per request for one origin (scheme, host, port); a redirect to
+    another origin drops them, which is what registries' signed CDN URLs expect.
+    `connect`, `sleep` and `rand` are injectable for tests.
+    """
+
+    def __init__(self, *, timeout: float = 30.0, tls_verify: bool = True, cafile: str = None,
+                 capath: str = None, retries: int = 5, sleep=time.sleep, rand=None, log=None):
+        self.timeout = timeout
+        self.tls_verify = tls_verify
+        self.cafile, self.capath = cafile, capath
+        self.retries = retries
+        self.sleep = sleep
+        self.rand = rand
+        self.log = log or (lambda msg: None)
+        self._pool = {}
+        self._ssl = None
+
+    # -- connections
+    def _context(self):
+        if self._ssl is None:
+            import ssl
+            if self.tls_verify:
+                self._ssl = ssl.create_default_context(cafile=self.cafile, capath=self.capath)
+            else:
+                self._ssl = ssl._create_unverified_context()
+        return self._ssl
+
+    def _acquire(self, key):
+        idle = self._pool.get(key)
+        if idle:
+            return idle.pop(), True
+        import http.client
+        scheme, host, port = key
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context()), False
+        return http.client.HTTPConnection(host, port, timeout=self.timeout), False
+
+    def _release(self, key, conn):
+        self._pool.setdefault(key, []).append(conn)
+
+    def close(self):
+        for conns in self._pool.values():
+            for c in conns:
+                c.close()
+        self._pool.clear()
+
+    # -- one exchange, no redirects
+    def _send(self, method, url, headers, body):
+        from urllib.parse import urlsplit
+        import http.client
+        p = urlsplit(url)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise NetworkError("unsupported URL %s" % redact(url))
+        key = (p.scheme, p.hostname, p.port or (443 if p.scheme == "https" else 80))
+        target = (p.path or "/") + ("?" + p.query if p.query else "")
+        hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        hdrs.update(headers or {})
+        while True:
+            conn, reused = self._acquire(key)
+            try:
+                conn.request(method, target, body=body, headers=hdrs)
+                raw = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                if reused:          # the server closed an idle keep-alive connection: not a failure
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if method == "HEAD":
+                raw.read()
+            return Response(self, key, conn, raw, url)
+
+    # -- the public call: redirects, retries, status errors
+    def request(self, method: str, url: str, headers: dict = None, body: bytes = None,
+                ok=(200,), auth: str = None) -> Response:
+        """Send a request, following redirects and retrying transient failures.
+
+        `ok` lists the statuses returned to the caller; others raise HTTPStatusError after
+        retries. `auth` is an Authorization value valid for the origin of `url` only.
+        """
+        import socket
+        import http.client
+        from urllib.parse import urljoin, urlsplit
+        origin = urlsplit(url)[:2]
+        attempt = 0
+        while True:
+            current, hops, meth = url, 0, method
+            try:
+                while True:
+                    hdrs = dict(headers or {})
+                    if auth and urlsplit(current)[:2] == origin:
+                        hdrs["Authorization"] = auth
+                    self.log("%s %s" % (meth, redact(current)))
+                    resp = self._send(meth, current, hdrs, body if meth == method else None)
+                    if resp.status in (301, 302, 303, 307, 308) and resp.status not in ok:
+                        location = resp.header("Location")
+                        resp.read(1 << 16)
+                        hops += 1
+                        if not location or hops > MAX_REDIRECTS:
+                            raise NetworkError("%s: too many redirects" % redact(url))
+                        current = urljoin(current, location)
+                        if resp.status == 303 and meth != "HEAD":
+                            meth = "GET"
+                        continue
+                    break
+            except (OSError, http.client.HTTPException, socket.timeout) as e:
+                if attempt >= self.retries or method not in ("GET", "HEAD"):
+                    raise NetworkError("%s: %s" % (redact(current), _describe_oserror(e)))
+                self._wait(attempt, None, "%s: %s" % (redact(current), _describe_oserror(e)))
+                attempt += 1
+                continue
+            if resp.status in ok:
+                return resp
+            if resp.status in RETRY_STATUSES and attempt < self.retries and method in ("GET", "HEAD"):
+                retry_after = resp.header("Retry-After")
+                resp.read(1 << 16)
+                self._wait(attempt, retry_after, "%s: HTTP %d" % (redact(current), resp.status))
+                attempt += 1
+                continue
+            raise status_error(resp, current)
+
+    def _wait(self, attempt, retry_after, why):
+        import random
+        delay = backoff_delay(attempt, retry_after, self.rand() if self.rand else random.random())
+        self.log("%s; retrying in %.1f s" % (why, delay))
+        self.sleep(delay)
+
+
+def _describe_oserror(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    reason = getattr(e, "reason", None)
+    return "%s" % (reason or text)
+
+
+def status_error(resp: Response, url: str) -> HTTPStatusError:
+    """One clear line for an error status; the body may hold a short explanation."""
+    try:
+        body = resp.read(1 << 16).decode("utf-8", "replace").strip()
+    except (OSError, NetworkError):
+        body = ""
+    detail = " ".join(body.split())[:200] if body and not body.startswith("<") else ""
+    names = {401: "authentication required", 403: "access denied", 404: "not found",
+             416: "range not satisfiable", 429: "too many requests"}
+    msg = "%s: HTTP %d %s%s" % (redact(url), resp.status, names.get(resp.status, resp.raw.reason or ""),
+                                (" (" + detail + ")") if detail else "")
+    return HTTPStatusError(msg, resp.status)
+
+
+# ---------------------------------------------------------------------------
+# 8. download
+# ---------------------------------------------------------------------------
+
+Fetched = namedtuple("Fetched", "path hexdigest size validator")
+
+
+class Downloader:
+    """Fetches one URL into the store's tmp/, resumable, hashing as bytes arrive.
+
+    The partial file tmp/<key>.partial and its state tmp/<key>.json (URL validator and total)
+    survive a kill; a rerun asks for the remaining bytes with Range and trusts only a matching
+    Content-Range. The whole transfer is one part today; parts are planned by `plan_parts`, the
+    seam parallel ranged downloads use.
+    """
+
+    def __init__(self, session: HTTPSession, store: "Store", progress=None):
+        self.session = session
+        self.store = store
+        self.progress = progress
+
+    def fetch(self, url: str, key: str, label: str, digest: str = None, size: int = None,
+              auth: str = None) -> "Fetched":
+        """Download to tmp/<key>.partial and verify `digest`/`size` when given."""
+        partial = self.store.tmp_path(key + ".partial")
+        state_path = self.store.tmp_path(key + ".json")
+        state = self._load_state(state_path, url)
+        for fresh_start in (False, True):
+            if fresh_start:
+                state = {}
+            hexdigest, total = self._transfer(url, partial, state, state_path, label, size, auth)
+            if size is not None and total != size:
+                raise DigestMismatch("%s: expected %d bytes, got %d" % (label, size, total))
+            if digest is None or hexdigest == parse_digest(digest):
+                os.unlink(state_path)
+                return Fetched(partial, hexdigest, total, state.get("validator"))
+            if not state.get("resumed"):
+                break
+            # A resumed file that fails its digest may have a damaged prefix: start over once.
+        _unlink_quiet(partial)
+        _unlink_quiet(state_path)
+        raise DigestMismatch("%s: content hashes to sha256:%s, expected %s" % (label, hexdigest, digest))
+
+    @staticmethod
+    def _load_state(path: str, url: str) -> dict:
+        import json
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) and state.get("url") == url else {}
+
+    def _transfer(self, url, partial, state, state_path, label, size, auth):
+        """Run one download to completion, resuming after dropped connections."""
+        import hashlib
+        import json
+        attempts = 0
+        while True:
+            offset = _file_size(partial) if state else 0
+            headers = {}
+            if offset:
+                headers["Range"] = "bytes=%d-" % offset
+                if state.get("validator"):
+                    headers["If-Range"] = state["validator"]
+            resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth)
+            with resp:
+                total, offset = self._continuation(resp, offset, label)
+                if total is not None and offset == total:      # 416 on a complete partial
+                    resp.read(1 << 16)
+                    return sha256_file(partial), total
+                state.update(url=url, validator=resp.header("ETag") or resp.header("Last-Modified"),
+                             total=total, resumed=bool(offset))
+                _write_json_atomic(state_path, state)
+                h = hashlib.sha256()
+                if offset:
+                    _hash_prefix(partial, offset, h)
+                done = self._stream(resp, partial, offset, h, total, label)
+            if total is None or done == total:
+                return h.hexdigest(), done
+            attempts += 1                                 # short body: ask for the rest
+            if attempts > self.session.retries:
+                raise NetworkError("%s: connection keeps dropping at %s of %s"
+                                   % (label, human_size(done), human_size(total)))
+            self.session._wait(attempts - 1, None, "%s: connection dropped at %d of %d bytes"
+                               % (label, done, total))
+
+    @staticmethod
+    def _continuation(resp, offset, label):
+        """(total size or None, offset to write at) from a response to a (ranged) GET."""
+        if resp.status == 416:
+            cr = parse_content_range(resp.header("Content-Range"))
+            if cr and cr[2] is not None and cr[2] == offset:
+                return offset, offset
+            raise NetworkError("%s: server refused to resume (HTTP 416)" % label)
+        if resp.status == 206:
+            cr = parse_content_range(resp.header("Content-Range"))
+            if cr is None or cr[0] != offset:
+                raise NetworkError("%s: server answered Range with a wrong Content-Range %r"
+                                   % (label, resp.header("Content-Range")))
+            return cr[2], offset
+        length = resp.header("Content-Length")
+        return (int(length) if length and length.isdigit() else None), 0
+
+    def _stream(self, resp, partial, offset, h, total, label) -> int:
+        """Append the body at `offset`, hashing in order; returns the bytes on disk at the end."""
+        import http.client
+        import socket
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        done = offset
+        if self.progress:
+            self.progress.start(label, total, done)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, offset)
+            while True:
+                try:
+                    n = resp.readinto(buf)
+                except (OSError, http.client.HTTPException, socket.timeout):
+                    resp.close(reuse=False)
+                    break
+                if not n:
+                    break
+                os.pwrite(fd, view[:n], done)
+                h.update(view[:n])
+                done += n
+                if self.progress:
+                    self.progress.update(done)
+        finally:
+            os.close(fd)
+        if self.progress:
+            self.progress.finish(done == total or total is None)
+        return done
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _hash_prefix(path: str, length: int, h) -> None:
+    with open(path, "rb", buffering=0) as f:
+        left = length
+        while left:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                raise StoreError("%s shrank while resuming" % path)
+            h.update(data)
+            left -= len(data)
+
+
+def _write_json_atomic(path: str, obj, fsync: bool = False) -> None:
+    import json
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# 9. store
+# ---------------------------------------------------------------------------
+
+class FileSpec(namedtuple("FileSpec", "name digest size role media_type")):
+    """One file of a model: its name in the folder, 'sha256:<hex>', bytes, and role
+    (model, mmproj, template, params, other)."""
+    __slots__ = ()
+
+
+class Model(namedtuple("Model", "ref path meta")):
+    """A model folder in the store: its canonical reference string, folder path and .ref.json."""
+    __slots__ = ()
+
+    @property
+    def files(self) -> list:
+        return [FileSpec(f["name"], f["digest"], f["size"], f.get("role", "other"), f.get("media_type", ""))
+                for f in self.meta.get("files", [])]
+
+    @property
+    def size(self) -> int:
+        return sum(f.get("size", 0) for f in self.meta.get("files", []))
+
+    def model_file(self):
+        """The file a runtime loads: the first with role 'model', else the first file."""
+        files = self.files
+        return next((f for f in files if f.role == "model"), files[0] if files else None)
+
+
+class Store:
+    """The content-addressed store. Every write goes through tmp/ and becomes visible with one
+    rename or link, so a kill at any moment leaves either the old state or the new one."""
+
+    def __init__(self, root: str, log=None):
+        self.root = os.path.abspath(root)
+        self.blobs = os.path.join(self.root, "blobs", "sha256")
+        self.repos = os.path.join(self.root, "repos")
+        self.tmp = os.path.join(self.root, "tmp")
+        self.locks = os.path.join(self.root, "locks")
+        self.log = log or (lambda msg: None)
+        self._said_copy = False
+
+    # -- layout and locks
+    def ensure(self) -> "Store":
+        try:
+            for d in (self.blobs, self.repos, self.tmp, self.locks):
+                os.makedirs(d, exist_ok=True)
+        except OSError as e:
+            raise StoreError("cannot create the store at %s: %s" % (self.root, e.strerror or e))
+        return self
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.repos)
+
+    def lock(self, name: str, shared: bool = False, on_wait=None):
+        """flock on locks/<name>: pulls hold 'store' shared, rm/prune/fsck --repair exclusive."""
+        return _FileLock(os.path.join(self.locks, name + ".lock"), shared, on_wait)
+
+    def tmp_path(self, name: str) -> str:
+        return os.path.join(self.tmp, name)
+
+    # -- blobs
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.blobs, parse_digest(digest))
+
+    def has_blob(self, digest: str) -> bool:
+        return os.path.exists(self.blob_path(digest))
+
+    def publish_blob(self, tmp_file: str, hexdigest: str) -> str:
+        """Move a verified file into blobs/ without ever replacing an existing blob (a link
+        fails with EEXIST instead), so every model keeps sharing one inode."""
+        final = os.path.join(self.blobs, hexdigest)
+        fd = os.open(tmp_file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp_file, 0o444)
+        try:
+            os.link(tmp_file, final)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            if e.errno not in _NO_LINK_ERRNOS:
+                raise
+            os.rename(tmp_file, final)     # a filesystem without hardlinks: rename is still atomic
+            return final
+        os.unlink(tmp_file)
+        return final
+
+    def import_file(self, src: str, progress=None) -> tuple:
+        """Bring a local file in: hardlink it when it shares our filesystem (no copy), else
+        copy it. Returns (hexdigest, size). The bytes hashed are the bytes published."""
+        import tempfile
+        fd, tmp_file = tempfile.mkstemp(prefix="import-", dir=self.tmp)
+        os.close(fd)
+        try:
+            try:
+                os.unlink(tmp_file)
+                os.link(src, tmp_file)
+            except OSError as e:
+                if e.errno not in _NO_LINK_ERRNOS:
+                    raise
+                self._copy(src, tmp_file)
+            hexdigest = sha256_file(tmp_file, progress)
+            size = os.stat(tmp_file).st_size
+            if os.path.exists(os.path.join(self.blobs, hexdigest)):
+                os.unlink(tmp_file)
+            else:
+                self.publish_blob(tmp_file, hexdigest)
+            return hexdigest, size
+        except BaseException:
+            _unlink_quiet(tmp_file)
+            raise
+
+    def _copy(self, src: str, dst: str) -> None:
+        import shutil
+        if not self._said_copy:
+            self.log("cannot hardlink %s into the store (different filesystem); copying" % src)
+            self._said_copy = True
+        shutil.copyfile(src, dst)       # sendfile/copy_file_range under the hood on Linux
+
+    # -- model folders
+    def folder(self, ref: Ref) -> str:
+        return os.path.join(self.repos, *ref.folder())
+
+    def publish_model(self, ref: Ref, files: list, meta: dict) -> Model:
+        """Build the folder in tmp/ (links + .ref.json), then rename it into place."""
+        import tempfile
+        import shutil
+        dest = self.folder(ref)
+        self._refuse_nesting(dest)
+        build = tempfile.mkdtemp(prefix="model-", dir=self.tmp)
+        try:
+            for spec in files:
+                target = os.path.join(build, safe_relpath(spec.name))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self._link(self.blob_path(spec.digest), target)
+            record = dict(meta, version=REF_VERSION, ref=str(ref), pulled=time.time(),
+                          files=[dict(name=f.name, digest=f.digest, size=f.size, role=f.role,
+                                      media_type=f.media_type) for f in files])
+            _write_json_atomic(os.path.join(build, REF_FILE), record, fsync=True)
+            os.chmod(build, 0o755)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            old = None
+            if os.path.lexists(dest):
+                old = tempfile.mkdtemp(prefix="old-", dir=self.tmp)
+                os.rename(dest, os.path.join(old, "m"))
+            os.rename(build, dest)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+            return Model(str(ref), dest, record)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+
+    def _link(self, blob: str, target: str) -> None:
+        try:
+            os.link(blob, target)
+        except OSError as e:
+            if e.errno not in _NO_LINK_ERRNOS:
+                raise
+            self._copy(blob, target)
+
+    def _refuse_nesting(self, dest: str) -> None:
+        """Model folders never contain one another, so renaming one never moves another."""
+        parent = os.path.dirname(dest)
+        while len(parent) > len(self.repos):
+            if os.path.exists(os.path.join(parent, REF_FILE)):
+                raise StoreError("%s would be stored inside the folder of another model (%s)"
+                                 % (dest, parent))
+            parent = os.path.dirname(parent)
+        if os.path.isdir(dest) and not os.path.exists(os.path.join(dest, REF_FILE)):
+            for _dirpath, _dirs, names in os.walk(dest):
+                if REF_FILE in names:
+                    raise StoreError("%s would hide other models stored below it" % dest)
+
+    def load(self, path: str):
+        """The Model in folder `path`, or None when there is none."""
+        import json
+        try:
+            with open(os.path.join(path, REF_FILE), "rb") as f:
+                meta = json.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError("%s: unreadable %s: %s" % (path, REF_FILE, e))
+        if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
+            raise StoreError("%s: malformed %s" % (path, REF_FILE))
+        if meta.get("version", 0) > REF_VERSION:
+            raise StoreError("%s was written by a newer ramalama.pyz (layout version %s)"
+                             % (path, meta.get("version")))
+        return Model(meta.get("ref", path), path, meta)
+
+    def get(self, ref: Ref) -> Model:
+        model = self.load(self.folder(ref))
+        if model is None:
+            raise NotFound("%s is not in the store (pull it first)" % ref)
+        return model
+
+    def models(self):
+        """Every model folder below repos/, in directory order."""
+        stack = [self.repos]
+        while stack:
+            path = stack.pop()
+            try:
+                entries = list(os.scandir(path))
+            except FileNotFoundError:
+                continue
+            if any(e.name == REF_FILE for e in entries):
+                model = self.load(path)
+                if model is not None:
+                    yield model
+                continue
+            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+
+    def referenced(self) -> set:
+        return {f["digest"] for m in self.models() for f in m.meta["files"]}
+
+    def remove(self, model: Model) -> int:
+        """Delete a model folder, then the blobs nothing references any more. Caller holds the
+        exclusive store lock. Returns the bytes freed."""
+        import shutil
+        import tempfile
+        trash = tempfile.mkdtemp(prefix="rm-", dir=self.tmp)
+        os.rename(model.path, os.path.join(trash, "m"))
+        shutil.rmtree(trash, ignore_errors=True)
+        self._remove_empty_parents(os.path.dirname(model.path))
+        # st_nlink is the fast reference count; .ref.json files settle the copy-fallback case.
+        lonely = [f.digest for f in model.files if _nlink(self.blob_path(f.digest)) == 1]
+        if not lonely:
+            return 0
+        still = self.referenced()
+        return sum(self._delete_blob(d) for d in set(lonely) - still)
+
+    def _remove_empty_parents(self, path: str) -> None:
+        while len(path) > len(self.repos):
+            try:
+                os.rmdir(path)
+            except OSError:
+                return
+            path = os.path.dirname(path)
+
+    def _delete_blob(self, digest: str) -> int:
+        path = self.blob_path(digest)
+        try:
+            st = os.stat(path)
+            os.unlink(path)
+        except FileNotFoundError:
+            return 0
+        return st.st_size if st.st_nlink == 1 else 0
+
+    def blob_digests(self) -> list:
+        try:
+            return ["sha256:" + n for n in sorted(os.listdir(self.blobs)) if len(n) == 64]
+        except FileNotFoundError:
+            return []
+
+    def prune(self) -> tuple:
+        """Delete unreferenced blobs and every leftover in tmp/ (caller holds the exclusive
+        lock, so no pull is running). Returns (bytes freed, blobs removed, tmp entries removed)."""
+        import shutil
+        still = self.referenced()
+        freed, nblobs = 0, 0
+        for digest in self.blob_digests():
+            if digest not in still:
+                freed += self._delete_blob(digest)
+                nblobs += 1
+        ntmp = 0
+        for entry in os.scandir(self.tmp):
+            if entry.is_dir(follow_symlinks=False):
+                freed += _tree_size(entry.path)
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                freed += entry.stat(follow_symlinks=False).st_size if _nlink(entry.path) == 1 else 0
+                _unlink_quiet(entry.path)
+            ntmp += 1
+        return freed, nblobs, ntmp
+
+    def usage(self) -> dict:
+        """Disk use: blobs counted once per inode, plus everything else in the tree."""
+        blob_bytes = sum(os.stat(self.blob_path(d)).st_size for d in self.blob_digests())
+        return {"blobs": len(self.blob_digests()), "blob_bytes": blob_bytes,
+                "disk_bytes": _tree_size(self.root)}
+
+    def fsck(self, repair: bool = False, progress=None) -> list:
+        """Re-hash every blob and check every model folder; returns one line per problem.
+        With repair, corrupt blobs move to quarantine/ and the affected models are marked
+        damaged (their broken files unlinked, so nothing runs them by accident)."""
+        problems, bad = [], set()
+        for digest in self.blob_digests():
+            path = self.blob_path(digest)
+            if progress:
+                progress.start("verify " + digest[7:19], os.stat(path).st_size)
+            actual = sha256_file(path, progress.update if progress else None)
+            if progress:
+                progress.finish(True)
+            if "sha256:" + actual != digest:
+                bad.add(digest)
+                problems.append("blob %s is corrupt: its content hashes to sha256:%s" % (digest, actual))
+        for model in self.models():
+            broken = []
+            for f in model.files:
+                where = os.path.join(model.path, f.name)
+                if f.digest in bad or not self.has_blob(f.digest):
+                    broken.append(f.name)
+                    problems.append("%s: %s has %s blob %s" % (model.ref, f.name,
+                                    "a corrupt" if f.digest in bad else "no", f.digest))
+                elif not os.path.exists(where):
+                    broken.append(f.name)
+                    problems.append("%s: %s is missing from %s" % (model.ref, f.name, model.path))
+                elif not _same_file(where, self.blob_path(f.digest)) and "sha256:" + sha256_file(where) != f.digest:
+                    broken.append(f.name)
+                    problems.append("%s: %s differs from blob %s" % (model.ref, f.name, f.digest))
+            if repair and broken:
+                self._mark_damaged(model, broken)
+        if repair:
+            self._quarantine(bad)
+        return problems
+
+    def _quarantine(self, digests) -> None:
+        qdir = os.path.join(self.root, "quarantine")
+        os.makedirs(qdir, exist_ok=True)
+        for digest in digests:
+            os.rename(self.blob_path(digest), os.path.join(qdir, "sha256-%s-%d" % (digest[7:], time.time())))
+
+    def _mark_damaged(self, model: Model, names: list) -> None:
+        for name in names:
+            _unlink_quiet(os.path.join(model.path, safe_relpath(name)))
+        meta = dict(model.meta, damaged=sorted(set(model.meta.get("damaged", [])) | set(names)))
+        _write_json_atomic(os.path.join(model.path, REF_FILE), meta, fsync=True)
+
+
+_NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _same_file(a: str, b: str) -> bool:
+    sa, sb = os.stat(a), os.stat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _nlink(path: str) -> int:
+    try:
+        return os.stat(path).st_nlink
+    except FileNotFoundError:
+        return 0
+
+
+def _tree_size(path: str) -> int:
+    """Allocated bytes under path, each inode once (du semantics)."""
+    seen, total = set(), 0
+    for dirpath, dirs, names in os.walk(path):
+        for n in names + dirs:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+class _FileLock:
+    """flock(2) on a file under locks/; on_wait is told once when we have to wait."""
+
+    def __init__(self, path: str, shared: bool, on_wait):
+        self.path, self.shared, self.on_wait, self.fd = path, shared, on_wait, None
+
+    def __enter__(self):
+        import fcntl
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if self.on_wait:
+                self.on_wait()
+            fcntl.flock(self.fd, mode)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+# ---------------------------------------------------------------------------
+# 10. transports
+# ---------------------------------------------------------------------------
+
+def file_role(name: str) -> str:
+    low = name.lower()
+    return "mmproj" if "mmproj" in low else "model"
+
+
+def pull_file(ctx, ref: Ref) -> tuple:
+    """file://: hardlink (or copy) the user's file into blobs/; the file itself is the model."""
+    if not os.path.isfile(ref.name):
+        raise NotFound("%s: no such file" % ref.name)
+    name = ref.file_name()
+    progress = ctx.progress()
+    progress.start(name, os.stat(ref.name).st_size)
+    hexdigest, size = ctx.store.import_file(ref.name, progress.update)
+    progress.finish(True)
+    return [FileSpec(name, "sha256:" + hexdigest, size, file_role(name), "")], {"source": ref.name}
+
+
+def pull_url(ctx, ref: Ref) -> tuple:
+    """http(s)://: one file at a URL. A model pulled before is kept when the server's ETag or
+    Last-Modified is unchanged (one HEAD, no body)."""
+    import hashlib
+    url, name, store = str(ref), ref.file_name(), ctx.store
+    old = store.load(store.folder(ref))
+    if old and old.meta.get("validator") and all(store.has_blob(f.digest) for f in old.files):
+        try:
+            head = ctx.session().request("HEAD", url)
+            if (head.header("ETag") or head.header("Last-Modified")) == old.meta["validator"]:
+                ctx.info("%s: up to date" % name)
+                return old.files, {"url": url, "validator": old.meta["validator"]}
+        except NetworkError as e:
+            ctx.log("HEAD %s failed (%s); downloading" % (redact(url), e))
+    key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
+    with store.lock(key, on_wait=lambda: ctx.info("%s: another pull is downloading it; waiting" % name)):
+        got = Downloader(ctx.session(), store, ctx.progress()).fetch(url, key, name)
+        store.publish_blob(got.path, got.hexdigest)
+    return ([FileSpec(name, "sha256:" + got.hexdigest, got.size, file_role(name), "")],
+            {"url": url, "validator": got.validator})
+
+
+TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url}
+
+
+def pull_model(ctx, ref: Ref) -> Model:
+    """Fetch a model's files into blobs/, then publish its folder, holding the store lock
+    shared so rm and prune cannot delete a blob between its download and its link."""
+    puller = TRANSPORTS.get(ref.transport)
+    if puller is None:
+        raise NotImplementedYet("pulling %s:// models is not implemented yet" % ref.transport)
+    store = ctx.store.ensure()
+    with store.lock("store", shared=True, on_wait=lambda: ctx.info("waiting for rm/prune to finish")):
+        files, meta = puller(ctx, ref)
+        return store.publish_model(ref, files, meta)
+
+
+# ---------------------------------------------------------------------------
+# 11. gguf
+# ---------------------------------------------------------------------------
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+# llama.cpp's LLAMA_FTYPE values (general.file_type)
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+              11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+              17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+              23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+              29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
+              38: "MXFP4_MOE"}
+# ggml tensor types, for files without general.file_type
+TENSOR_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+                10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
+                17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
+                23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
+                30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4"}
+MAX_GGUF_STRING = 64 << 20
+
+
+class _GGUFReader:
+    """Bounds-checked reads: every count and length is checked against the bytes left, so a
+    hostile header fails with FormatError instead of allocating or looping."""
+
+    def __init__(self, f, size: int, endian: str):
+        self.f, self.left, self.e = f, size, endian
+
+    def take(self, n: int) -> bytes:
+        if n > self.left:
+            raise FormatError("truncated GGUF header")
+        data = self.f.read(n)
+        if len(data) != n:
+            raise FormatError("truncated GGUF header")
+        self.left -= n
+        return data
+
+    def scalar(self, fmt: str):
+        import struct
+        return struct.unpack(self.e + fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def count(self, min_item: int) -> int:
+        n = self.scalar("Q")
+        if n * min_item > self.left:
+            raise FormatError("GGUF header announces %d items, more than the file holds" % n)
+        return n
+
+    def string(self) -> str:
+        n = self.count(1)
+        if n > MAX_GGUF_STRING:
+            raise FormatError("GGUF string of %d bytes" % n)
+        return self.take(n).decode("utf-8", "replace")
+
+    def value(self, vtype: int, keep_arrays: bool):
+        import struct
+        if vtype in _GGUF_SCALARS:
+            return self.scalar(_GGUF_SCALARS[vtype])
+        if vtype == _GGUF_STRING:
+            return self.string()
+        if vtype != _GGUF_ARRAY:
+            raise FormatError("unknown GGUF value type %d" % vtype)
+        itype = self.scalar("I")
+        if itype in _GGUF_SCALARS:
+            fmt = _GGUF_SCALARS[itype]
+            n = self.count(struct.calcsize(fmt))
+            data = self.take(n * struct.calcsize(fmt))
+            return list(struct.unpack("%s%d%s" % (self.e, n, fmt), data)) if keep_arrays else _Array(n)
+        if itype == _GGUF_ARRAY:
+            raise FormatError("nested GGUF arrays are not supported")
+        n = self.count(8)
+        items = [self.value(itype, keep_arrays) for _ in range(n)]
+        return items if keep_arrays else _Array(n)
+
+
+class _Array(int):
+    """An array whose items were skipped: only its length is kept."""
+
+
+def read_gguf(path: str, keep_arrays: bool = False) -> dict:
+    """Parse a GGUF header: version, metadata, tensor infos. Long arrays (the tokenizer's
+    vocabulary) are skipped unless keep_arrays."""
+    import struct
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8 or head[:4] != b"GGUF":
+            raise FormatError("%s is not a GGUF file" % os.path.basename(path))
+        endian = "<"
+        version = struct.unpack("<I", head[4:])[0]
+        if version > 0xFFFF:                    # a big-endian file reads byte-swapped
+            endian, version = ">", struct.unpack(">I", head[4:])[0]
+        if version not in (2, 3):
+            raise FormatError("unsupported GGUF version %d" % version)
+        r = _GGUFReader(f, size - 8, endian)
+        n_tensors, n_kv = r.count(8), r.count(12)
+        meta = {}
+        for _ in range(n_kv):
+            key = r.string()
+            meta[key] = r.value(r.scalar("I"), keep_arrays)
+        tensors = []
+        for _ in range(n_tensors):
+            name = r.string()
+            n_dims = r.scalar("I")
+            if n_dims > 8:
+                raise FormatError("tensor %r has %d dimensions" % (name[:60], n_dims))
+            dims = [r.scalar("Q") for _ in range(n_dims)]
+            tensors.append((name, dims, r.scalar("I"), r.scalar("Q")))
+    return {"version": version, "endian": "little" if endian == "<" else "big",
+            "metadata": meta, "tensors": tensors}
+
+
+def describe_gguf(info: dict) -> dict:
+    """The facts `inspect` shows, from read_gguf's result."""
+    meta = info["metadata"]
+    arch = meta.get("general.architecture", "")
+    params = 0
+    counts = {}
+    for _name, dims, ttype, _off in info["tensors"]:
+        n = 1
+        for d in dims:
+            n *= d
+        params += n
+        counts[ttype] = counts.get(ttype, 0) + n
+    ftype = meta.get("general.file_type")
+    if isinstance(ftype, int) and ftype in FILE_TYPES:
+        quant = FILE_TYPES[ftype]
+    elif counts:
+        quant = TENSOR_TYPES.get(max(counts, key=counts.get), "unknown")
+    else:
+        quant = "unknown"
+    template = meta.get("tokenizer.chat_template")
+    return {
+        "format": "GGUF", "gguf_version": info["version"], "endianness": info["endian"],
+        "architecture": arch, "model_name": meta.get("general.name", ""),
+        "parameters": params, "quantization": quant,
+        "context_length": meta.get(arch + ".context_length"),
+        "embedding_length": meta.get(arch + ".embedding_length"),
+        "block_count": meta.get(arch + ".block_count"),
+        "chat_template": template if isinstance(template, str) else None,
+        "metadata_count": len(meta), "tensor_count": len(info["tensors"]),
+    }
+
+
+# ---------------------------------------------------------------------------
+# 12. output
+# ---------------------------------------------------------------------------
+
+class Progress:
+    """Per-file progress on stderr: a redrawn bar on a TTY, one line per file otherwise,
+    nothing when quiet. Downloads and hashing report through start/update/finish."""
+
+    def __init__(self, stream, mode: str, clock=time.monotonic):
+        self.stream, self.mode, self.clock = stream, mode, clock
+        self.label, self.total, self.done, self.first = "", None, 0, 0
+
+    def start(self, label: str, total, done: int = 0) -> None:
+        self.label, self.total, self.done, self.first = label, total, done, done
+        self.t0 = self.last = self.clock()
+
+    def update(self, done: int) -> None:
+        self.done = done
+        if self.mode == "bar" and self.clock() - self.last >= 0.1:
+            self.last = self.clock()
+            self._draw()
+
+    def finish(self, ok: bool) -> None:
+        if self.mode == "quiet":
+            return
+        if self.mode == "bar":
+            self._draw()
+            self.stream.write("\n")
+        elif ok:
+            took = max(self.clock() - self.t0, 1e-6)
+            moved = self.done - self.first
+            self.stream.write("%s: %s in %.1f s (%s/s)%s\n" % (
+                self.label, human_size(self.done), took, human_size(moved / took),
+                " resumed at %s" % human_size(self.first) if self.first else ""))
+        self.stream.flush()
+
+    def _draw(self) -> None:
+        took = max(self.clock() - self.t0, 1e-6)
+        rate = (self.done - self.first) / took
+        if self.total:
+            frac = min(1.0, self.done / self.total)
+            eta = (self.total - self.done) / rate if rate > 0 else 0
+            bar = "#" * int(frac * 24)
+            line = "%-28.28s %3d%% [%-24s] %s/%s %s/s ETA %ds" % (
+                self.label, frac * 100, bar, human_size(self.done), human_size(self.total),
+                human_size(rate), eta)
+        else:
+            line = "%-28.28s %s %s/s" % (self.label, human_size(self.done), human_size(rate))
+        self.stream.write("\r" + line[:120])
+        self.stream.flush()
+
+
+def print_table(stream, headers: list, rows: list, noheading: bool = False) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = [] if noheading else [headers]
+    for row in lines + rows:
+        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
+# ---------------------------------------------------------------------------
+# 13. cli
+# ---------------------------------------------------------------------------
+
+class Context:
+    """What a command needs: parsed args, env, config, streams, and the store and HTTP
+    session built on first use."""
+
+    def __init__(self, args, env, config: Config, out, err, clock=time.time):
+        self.args, self.env, self.config, self.out, self.err, self.clock = args, env, config, out, err, clock
+        self.quiet = args.quiet
+        self.debug = args.debug
+        self._store = self._session = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            root = self.args.store or self.config.get("store") or default_store(self.env)
+            self._store = Store(os.path.expanduser(root), log=self.log)
+        return self._store
+
+    def session(self) -> HTTPSession:
+        if self._session is None:
+            tls = getattr(self.args, "tls_verify", None)
+            self._session = HTTPSession(tls_verify=True if tls is None else tls,
+                                        capath=getattr(self.args, "cert_dir", None), log=self.log)
+        return self._session
+
+    def progress(self) -> Progress:
+        mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
+        return Progress(self.err, mode)
+
+    def resolve(self, text: str) -> Ref:
+        bare = "://" not in text
+        return parse_ref(text, self.config.shortnames if bare else None,
+                         self.config.get("transport") or DEFAULT_TRANSPORT)
+
+    def log(self, msg: str) -> None:
+        if self.debug:
+            self.err.write("debug: %s\n" % msg)
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.err.write(msg + "\n")
+
+    def warn(self, msg: str) -> None:
+        self.err.write("Warning: %s\n" % msg)
+
+
+def cmd_pull(ctx) -> int:
+    failed = None
+    for text in ctx.args.MODEL:
+        try:
+            ref = ctx.resolve(text)
+            if ctx.args.dryrun:
+                ctx.out.write("would pull %s into %s\n" % (ref, ctx.store.folder(ref)))
+                continue
+            model = pull_model(ctx, ref)
+            ctx.info("Pulled %s (%s)" % (model.ref, human_size(model.size)))
+        except RamalamaError as e:
+            if len(ctx.args.MODEL) == 1:
+                raise
+            ctx.err.write("Error: %s\n" % e)
+            failed = failed or e
+    return failed.exit_code if failed else 0
+
+
+def _list_rows(ctx, models: list) -> list:
+    now = ctx.clock()
+    key = {"name": lambda m: m.ref, "size": lambda m: -m.size,
+           "modified": lambda m: -m.meta.get("pulled", 0)}[ctx.args.sort]
+    return sorted(models, key=key)
+
+
+def cmd_list(ctx) -> int:
+    store = ctx.store
+    models = _list_rows(ctx, list(store.models()) if store.exists() else [])
+    if ctx.args.json:
+        import json
+        json.dump([{"name": m.ref, "modified": _iso(m.meta.get("pulled", 0)), "size": m.size,
+                    "path": m.path, "damaged": m.meta.get("damaged", [])} for m in models],
+                  ctx.out, indent=2)
+        ctx.out.write("\n")
+        return 0
+    now = ctx.clock()
+    rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else ""),
+             human_age(now - m.meta.get("pulled", now)), human_size(m.size)] for m in models]
+    print_table(ctx.out, ["NAME", "MODIFIED", "SIZE"], rows, ctx.args.noheading)
+    return 0
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def cmd_rm(ctx) -> int:
+    args, store = ctx.args, ctx.store
+    if not args.all and not args.MODEL:
+        raise UsageError("rm needs at least one MODEL, or --all")
+    if args.all and args.MODEL:
+        raise UsageError("rm takes MODEL names or --all, not both")
+    if not store.exists():
+        if args.all or args.ignore:
+            return 0
+        raise NotFound("%s is not in the store (the store at %s is empty)" % (args.MODEL[0], store.root))
+    failed = None
+    with store.lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
+        targets = list(store.models()) if args.all else []
+        for text in args.MODEL:
+            try:
+                targets.append(store.get(ctx.resolve(text)))
+            except NotFound as e:
+                if not args.ignore:
+                    ctx.err.write("Error: %s\n" % e)
+                    failed = failed or e
+        for model in targets:
+            freed = store.remove(model)
+            ctx.info("Removed %s%s" % (model.ref, " (freed %s)" % human_size(freed) if freed else ""))
+    return failed.exit_code if failed else 0
+
+
+def cmd_inspect(ctx) -> int:
+    model = ctx.store.get(ctx.resolve(ctx.args.MODEL))
+    main_file = model.model_file()
+    facts = {"name": model.ref, "path": model.path,
+             "files": [dict(f._asdict()) for f in model.files], "pulled": _iso(model.meta.get("pulled", 0))}
+    for key in ("url", "source", "damaged"):
+        if model.meta.get(key):
+            facts[key] = model.meta[key]
+    info = None
+    if main_file is not None:
+        path = os.path.join(model.path, main_file.name)
+        facts.update(model_file=path, digest=main_file.digest, size=main_file.size)
+        try:
+            info = read_gguf(path, keep_arrays=ctx.args.all)
+        except FormatError as e:
+            facts["format"] = "unknown (%s)" % e
+        except FileNotFoundError:
+            raise StoreError("%s: %s is missing; run `ramalama fsck`" % (model.ref, main_file.name))
+    if info is not None:
+        facts.update(describe_gguf(info))
+        if ctx.args.all:
+            facts["metadata"] = info["metadata"]
+            facts["tensors"] = [{"name": n, "shape": d, "type": TENSOR_TYPES.get(t, t), "offset": o}
+                                for n, d, t, o in info["tensors"]]
+    if ctx.args.json:
+        import json
+        json.dump(facts, ctx.out, indent=2, default=str)
+        ctx.out.write("\n")
+        return 0
+    _print_facts(ctx.out, facts)
+    return 0
+
+
+def _print_facts(out, facts: dict) -> None:
+    labels = (("name", "Name"), ("path", "Path"), ("url", "URL"), ("source", "Source"),
+              ("digest", "Digest"), ("size", "Size"), ("format", "Format"), ("model_name", "Model name"),
+              ("architecture", "Architecture"),
+              ("parameters", "Parameters"), ("quantization", "Quantization"),
+              ("context_length", "Context length"), ("embedding_length", "Embedding length"),
+              ("block_count", "Blocks"), ("metadata_count", "Metadata"), ("tensor_count", "Tensors"),
+              ("chat_template", "Chat template"), ("damaged", "Damaged"))
+    for key, label in labels:
+        value = facts.get(key)
+        if value in (None, "", []):
+            continue
+        if key == "size":
+            value = "%s (%d bytes)" % (human_size(value), value)
+        elif key == "parameters":
+            value = human_count(value)
+        elif key == "format" and "gguf_version" in facts:
+            value = "GGUF v%d (%s-endian)" % (facts["gguf_version"], facts["endianness"])
+        elif key == "chat_template":
+            value = "%d characters: %s" % (len(value), " ".join(value.split())[:60] + "...")
+        elif key == "metadata_count":
+            value = "%d keys" % value
+        out.write("%-17s %s\n" % (label + ":", value))
+    for key, value in sorted(facts.get("metadata", {}).items()):
+        text = repr(value) if not isinstance(value, str) else value
+        out.write("  %s = %s\n" % (key, text if len(text) < 200 else text[:200] + "..."))
+    for t in facts.get("tensors", []):
+        out.write("  tensor %s %s %s\n" % (t["name"], "x".join(map(str, t["shape"])), t["type"]))
+
+
+def find_engine(ctx) -> str:
+    """The container engine to use: --engine, env, config, else podman, else docker, else ''."""
+    import shutil
+    if getattr(ctx.args, "nocontainer", False) or ctx.config.get("container") is False:
+        return ""
+    chosen = ctx.args.engine or ctx.config.get("engine")
+    if chosen:
+        return chosen
+    return next((e for e in ("podman", "docker") if shutil.which(e)), "")
+
+
+def cmd_info(ctx) -> int:
+    import json
+    import platform
+    store = ctx.store
+    found = {}
+    if store.exists():
+        found = dict(store.usage(), models=sum(1 for _ in store.models()))
+    info = {
+        "version": __version__,
+        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "platform": platform.platform(),
+        "store": dict(path=store.root, **found),
+        "config": {"files": ctx.config.files, "unknown_keys": ctx.config.unknown_keys(),
+                   "settings": ctx.config.settings},
+        "engine": find_engine(ctx) or None,
+        "runtime": ctx.args.runtime or ctx.config.get("runtime") or "llama.cpp",
+        "image": ctx.args.image or ctx.config.get("image") or DEFAULT_IMAGE,
+        "transport": ctx.config.get("transport") or DEFAULT_TRANSPORT,
+    }
+    json.dump(info, ctx.out, indent=2, sort_keys=True)
+    ctx.out.write("\n")
+    return 0
+
+
+def cmd_version(ctx) -> int:
+    ctx.out.write("ramalama version %s\n" % __version__)
+    return 0
+
+
+def cmd_fsck(ctx) -> int:
+    store = ctx.store
+    if not store.exists():
+        ctx.info("store %s is empty" % store.root)
+        return 0
+    progress = ctx.progress() if not ctx.args.json else Progress(ctx.err, "quiet")
+    if ctx.args.repair:
+        with store.lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
+            problems = store.fsck(True, progress)
+    else:
+        problems = store.fsck(False, progress)
+    if ctx.args.json:
+        import json
+        json.dump({"problems": problems, "repaired": bool(ctx.args.repair and problems)}, ctx.out, indent=2)
+        ctx.out.write("\n")
+    else:
+        for line in problems:
+            ctx.out.write(line + "\n")
+        ctx.info("%d problem%s found%s" % (len(problems), "" if len(problems) == 1 else "s",
+                                          "; corrupt blobs quarantined, damaged models marked"
+                                          if ctx.args.repair and problems else ""))
+    return 1 if problems else 0
+
+
+def cmd_prune(ctx) -> int:
+    store = ctx.store
+    if not store.exists():
+        ctx.out.write("Freed 0 B\n")
+        return 0
+    with store.lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
+        freed, nblobs, ntmp = store.prune()
+    ctx.out.write("Freed %s (%d unreferenced blob%s, %d temporary file%s)\n"
+                  % (human_size(freed), nblobs, "" if nblobs == 1 else "s", ntmp, "" if ntmp == 1 else "s"))
+    return 0
+
+
+def cmd_later(ctx) -> int:
+    raise NotImplementedYet("'%s' is not implemented yet" % ctx.args.command)
+
+
+# -- parser
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    import argparse
+    raise argparse.ArgumentTypeError("expected true or false, not %r" % text)
+
+
+def _add_registry_flags(p) -> None:
+    p.add_argument("--authfile", metavar="PATH", help="registry credentials file (default: "
+                   "$REGISTRY_AUTH_FILE, then the podman and docker files)")
+    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
+                   help="verify TLS certificates (default true; false also allows plain HTTP)")
+    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
+
+
+def _add_runtime_flags(p) -> None:
+    p.add_argument("--name", "-n", help="name of the container or server (default: generated)")
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (default: the model's)")
+    p.add_argument("--ngl", type=int, metavar="N", help="layers to offload to the GPU (default -1: all)")
+    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (default 0.8)")
+    p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (default: half the cores)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--device", action="append", metavar="DEV", help="device to pass to the container")
+    p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default="missing",
+                   help="when to pull the image (default: missing)")
+    p.add_argument("--runtime-args", metavar="ARGS", help="extra arguments for the runtime")
+    _add_registry_flags(p)
+
+
+class _Parser:
+    """argparse with errors turned into UsageError (one 'Error:' line, exit 2)."""
+
+    @staticmethod
+    def make(**kw):
+        import argparse
+
+        class P(argparse.ArgumentParser):
+            def error(self, message):
+                raise UsageError("%s: %s (see '%s --help')" % (self.prog, message, self.prog))
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        return P(**kw)
+
+
+COMMANDS = (
+    # names, handler, help
+    (("pull",), cmd_pull, "pull models into the store"),
+    (("push",), cmd_later, "push a model to an OCI registry"),
+    (("run",), cmd_later, "run a model and chat with it"),
+    (("serve",), cmd_later, "serve a model over an OpenAI-compatible API"),
+    (("list", "ls"), cmd_list, "list the models in the store"),
+    (("rm",), cmd_rm, "remove models from the store"),
+    (("inspect",), cmd_inspect, "show a model's metadata"),
+    (("info",), cmd_info, "show configuration, store and engine as JSON"),
+    (("login",), cmd_later, "log in to a registry"),
+    (("logout",), cmd_later, "log out of a registry"),
+    (("version",), cmd_version, "show the version"),
+    (("containers", "ps"), cmd_later, "list running model containers"),
+    (("stop",), cmd_later, "stop a model container"),
+    (("fsck",), cmd_fsck, "verify every blob and model folder"),
+    (("prune",), cmd_prune, "delete unreferenced blobs and leftover temporary files"),
+)
+
+EPILOG = """\
+examples:
+  ramalama pull file:///srv/models/granite.gguf
+  ramalama pull https://example.com/models/tiny.gguf
+  ramalama list
+  ramalama inspect file:///srv/models/granite.gguf
+  ramalama rm --all
+
+model names: ollama://[host/][ns/]model[:tag], hf://org/repo[:QUANT][@rev],
+hf://org/repo/file.gguf, oci://registry/name[:tag|@sha256:...], file:///path,
+https://host/file.gguf; bare names use shortnames, then RAMALAMA_TRANSPORT (default ollama).
+"""
+
+
+def _command_args(name: str, p) -> None:
+    """The flags of one command."""
+    if name == "pull":
+        p.add_argument("MODEL", nargs="+", help="models to pull")
+        _add_registry_flags(p)
+    elif name == "push":
+        p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
+        p.add_argument("TARGET", help="oci://registry/name:tag")
+        p.add_argument("--type", choices=("modelpack", "ramalama"), default="modelpack",
+                       help="artifact layout (default: modelpack)")
+        _add_registry_flags(p)
+    elif name in ("run", "serve"):
+        p.add_argument("MODEL", help="model to run (pulled when missing)")
+        if name == "run":
+            p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit")
+            p.add_argument("--keepalive", metavar="DURATION", help="stop after this long idle")
+        else:
+            p.add_argument("--port", "-p", type=int, help="port to serve on (default 8080)")
+            p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+            p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
+            p.add_argument("--generate", metavar="KIND[:DIR]",
+                           help="write kube, quadlet or compose files instead of running")
+        _add_runtime_flags(p)
+    elif name == "list":
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
+        p.add_argument("--sort", choices=("name", "size", "modified"), default="name",
+                       help="sort order (default: name)")
+    elif name == "rm":
+        p.add_argument("MODEL", nargs="*", help="models to remove")
+        p.add_argument("--all", "-a", action="store_true", help="remove every model")
+        p.add_argument("--ignore", action="store_true", help="ignore models that are not in the store")
+    elif name == "inspect":
+        p.add_argument("MODEL", help="model in the store")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--all", action="store_true", help="include all metadata and every tensor")
+    elif name == "login":
+        p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
+        p.add_argument("--username", "-u", help="user name")
+        p.add_argument("--password", "-p", help="password (prefer --password-stdin)")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        _add_registry_flags(p)
+    elif name == "logout":
+        p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
+        p.add_argument("--authfile", metavar="PATH", help="registry credentials file")
+        p.add_argument("--all", "-a", action="store_true", help="remove every stored credential")
+    elif name == "containers":
+        p.add_argument("--format", help="Go-template-like format, e.g. '{{.Names}} {{.Ports}}'")
+        p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
+        p.add_argument("--json", action="store_true", help="print JSON")
+    elif name == "stop":
+        p.add_argument("NAME", nargs="?", help="container name")
+        p.add_argument("--all", "-a", action="store_true", help="stop every model container")
+        p.add_argument("--ignore", action="store_true", help="ignore containers that do not exist")
+    elif name == "fsck":
+        p.add_argument("--repair", action="store_true",
+                       help="quarantine corrupt blobs and mark the models that use them")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser():
+    p = _Parser.make(prog="ramalama", description="Pull AI models into one content-addressed "
+                     "store and run them with llama.cpp or vLLM, in podman, docker or natively.",
+                     epilog=EPILOG)
+    p.add_argument("-v", "--version", action="store_true", help="show the version and exit")
+    p.add_argument("--store", metavar="DIR", help="store directory (env RAMALAMA_STORE; default "
+                   "~/.local/share/ramalama, /var/lib/ramalama for root)")
+    p.add_argument("--engine", metavar="NAME", help="container engine: podman or docker "
+                   "(env RAMALAMA_CONTAINER_ENGINE; default: podman, else docker, else none)")
+    p.add_argument("--nocontainer", action="store_true", help="run natively, not in a container")
+    p.add_argument("--runtime", choices=("llama.cpp", "vllm"), help="inference runtime (default llama.cpp)")
+    p.add_argument("--image", metavar="IMAGE", help="container image (env RAMALAMA_IMAGE; default %s)"
+                   % DEFAULT_IMAGE)
+    p.add_argument("--dryrun", "--dry-run", action="store_true", help="print what would run; change nothing")
+    p.add_argument("--debug", action="store_true", help="log requests and decisions to stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no progress")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for names, handler, help_text in COMMANDS:
+        sp = sub.add_parser(names[0], aliases=list(names[1:]), help=help_text, description=help_text,
+                            formatter_class=p.formatter_class)
+        sp.error = p.error.__func__.__get__(sp)
+        _command_args(names[0], sp)
+        sp.set_defaults(handler=handler, command=names[0])
+    return p
+
+
+def main(argv=None, env=None, stdout=None, stderr=None) -> int:
+    """Run one command; returns the exit code (never raises for user errors)."""
+    env = os.environ if env is None else env
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.version:
+            out.write("ramalama version %s\n" % __version__)
+            return 0
+        if not args.command:
+            parser.print_usage(err)
+            err.write("Error: no command given (see 'ramalama --help')\n")
+            return 2
+        ctx = Context(args, env, load_config(env), out, err)
+        if debug and ctx.config.unknown_keys():
+            ctx.log("config keys not used by this version: " + ", ".join(ctx.config.unknown_keys()))
+        return args.handler(ctx)
+    except SystemExit as e:                   # --help
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        err.write("\nInterrupted\n")
+        return 130
+    except RamalamaError as e:
+        if debug:
+            import traceback
+            traceback.print_exc(file=err)
+        err.write("Error: %s\n" % e)
+        return e.exit_code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        if debug:
+            import traceback
+            traceback.print_exc(file=err)
+        where = (": " + e.filename) if getattr(e, "filename", None) else ""
+        err.write("Error: %s%s\n" % (e.strerror or e, where))
+        return 1
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
