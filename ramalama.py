@@ -739,7 +739,9 @@ class HTTPSession:
                         continue
                     break
             except (OSError, http.client.HTTPException, socket.timeout) as e:
-                if attempt >= self.retries or method not in ("GET", "HEAD"):
+                # Refused connections and unknown hosts will not heal in seconds: fail fast.
+                if (attempt >= self.retries or method not in ("GET", "HEAD")
+                        or isinstance(e, (ConnectionRefusedError, socket.gaierror))):
                     raise NetworkError("%s: %s" % (redact(current), _describe_oserror(e)))
                 self._wait(attempt, None, "%s: %s" % (redact(current), _describe_oserror(e)))
                 attempt += 1
@@ -848,7 +850,15 @@ class Downloader:
                     headers["If-Range"] = state["validator"]
             resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth)
             with resp:
-                total, offset = self._continuation(resp, offset, label)
+                cont = self._continuation(resp, offset)
+                if cont is None:                        # not the bytes we asked for: start over
+                    resp.close(reuse=False)
+                    state.clear()
+                    attempts += 1
+                    if attempts > self.session.retries:
+                        raise NetworkError("%s: server keeps answering Range requests wrongly" % label)
+                    continue
+                total, offset = cont
                 if total is not None and offset == total:      # 416 on a complete partial
                     resp.read(1 << 16)
                     return sha256_file(partial), total
@@ -869,19 +879,14 @@ class Downloader:
                                % (label, done, total))
 
     @staticmethod
-    def _continuation(resp, offset, label):
-        """(total size or None, offset to write at) from a response to a (ranged) GET."""
+    def _continuation(resp, offset):
+        """(total size or None, offset to write at) from a response to a (ranged) GET, or None
+        when the response does not continue at `offset` (only Content-Range is trusted)."""
+        cr = parse_content_range(resp.header("Content-Range"))
         if resp.status == 416:
-            cr = parse_content_range(resp.header("Content-Range"))
-            if cr and cr[2] is not None and cr[2] == offset:
-                return offset, offset
-            raise NetworkError("%s: server refused to resume (HTTP 416)" % label)
+            return (offset, offset) if cr and cr[2] == offset else None
         if resp.status == 206:
-            cr = parse_content_range(resp.header("Content-Range"))
-            if cr is None or cr[0] != offset:
-                raise NetworkError("%s: server answered Range with a wrong Content-Range %r"
-                                   % (label, resp.header("Content-Range")))
-            return cr[2], offset
+            return (cr[2], offset) if cr and cr[0] == offset and cr[1] + 1 == cr[2] else None
         length = resp.header("Content-Length")
         return (int(length) if length and length.isdigit() else None), 0
 
@@ -1150,7 +1155,7 @@ class Store:
     def get(self, ref: Ref) -> Model:
         model = self.load(self.folder(ref))
         if model is None:
-            raise NotFound("%s is not in the store (pull it first)" % ref)
+            raise NotFound("%s is not in the store (pull it first)" % (ref,))
         return model
 
     def models(self):
@@ -1181,12 +1186,10 @@ class Store:
         os.rename(model.path, os.path.join(trash, "m"))
         shutil.rmtree(trash, ignore_errors=True)
         self._remove_empty_parents(os.path.dirname(model.path))
-        # st_nlink is the fast reference count; .ref.json files settle the copy-fallback case.
-        lonely = [f.digest for f in model.files if _nlink(self.blob_path(f.digest)) == 1]
-        if not lonely:
-            return 0
+        # The .ref.json files are the references: a blob's st_nlink also counts the user's own
+        # file after a file:// pull, and copies made where hardlinks fail count nothing.
         still = self.referenced()
-        return sum(self._delete_blob(d) for d in set(lonely) - still)
+        return sum(self._delete_blob(d) for d in {f.digest for f in model.files} - still)
 
     def _remove_empty_parents(self, path: str) -> None:
         while len(path) > len(self.repos):
@@ -1700,16 +1703,15 @@ def cmd_rm(ctx) -> int:
         raise UsageError("rm needs at least one MODEL, or --all")
     if args.all and args.MODEL:
         raise UsageError("rm takes MODEL names or --all, not both")
-    if not store.exists():
-        if args.all or args.ignore:
-            return 0
-        raise NotFound("%s is not in the store (the store at %s is empty)" % (args.MODEL[0], store.root))
+    refs = [ctx.resolve(text) for text in args.MODEL]       # bad names fail before anything is removed
+    if not store.exists() and (args.all or args.ignore):
+        return 0
     failed = None
-    with store.lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
+    with store.ensure().lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
         targets = list(store.models()) if args.all else []
-        for text in args.MODEL:
+        for ref in refs:
             try:
-                targets.append(store.get(ctx.resolve(text)))
+                targets.append(store.get(ref))
             except NotFound as e:
                 if not args.ignore:
                     ctx.err.write("Error: %s\n" % e)

@@ -1,0 +1,157 @@
+"""Tests for build.sh and the ramalama.pyz zipapp it produces."""
+from __future__ import annotations
+
+import ast
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD_SH, EXPECTED_VERSION_LINE, ROOT, build, find_python, require, run, sha256
+
+
+def expected_epoch():
+    proc = None
+    if shutil.which("git"):
+        proc = run(["git", "log", "-1", "--format=%ct"], cwd=ROOT)
+    if proc is not None and proc.returncode == 0 and proc.stdout.strip():
+        return int(proc.stdout.strip())
+    return 315532800
+
+
+def test_build_is_reproducible(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    first = build(tmp_path / "a" / "ramalama.pyz", cwd=tmp_path, env=env)
+    old_umask = os.umask(0o077)  # second build under a strict umask, relative OUT
+    try:
+        build("b/ramalama.pyz", cwd=tmp_path, env=env)
+    finally:
+        os.umask(old_umask)
+    a, b = tmp_path / "a" / "ramalama.pyz", tmp_path / "b" / "ramalama.pyz"
+    assert sha256(a) == sha256(b)
+    assert a.read_bytes() == b.read_bytes()
+    # build.sh reports "<sha256>  <path>" for what it wrote.
+    assert first.stdout.strip().splitlines()[-1].split() == [sha256(a), str(a)]
+    # Timestamps come from the last commit (or 1980-01-01 outside git).
+    epoch = expected_epoch()
+    with zipfile.ZipFile(a) as zf:
+        built_at = json.loads(zf.read("environment.json"))["built_at"]
+        date_times = {info.date_time for info in zf.infolist()}
+    utc = datetime.fromtimestamp(epoch, timezone.utc)
+    assert built_at == utc.strftime("%Y-%m-%d %H:%M:%S")
+    dt = time.gmtime(epoch)[:6]
+    assert date_times == {dt[:5] + (dt[5] // 2 * 2,)}
+
+
+def test_archive_layout(pyz):
+    assert os.stat(pyz).st_mode & 0o777 == 0o755
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(pyz) as zf:
+        infos = zf.infolist()
+        names = [info.filename for info in infos]
+        assert not [n for n in names if n.startswith("_bootstrap/")]
+        assert names == sorted(names)
+        assert {
+            "__main__.py",
+            "environment.json",
+            "site-packages/ramalama.py",
+            "site-packages/ramalama.pyc",
+            "site-packages/vendor/tomli/__init__.py",
+            "site-packages/vendor/tomli/_parser.py",
+            "site-packages/vendor/tomli/LICENSE",
+        } <= set(names)
+        assert not [n for n in names if "__pycache__" in n]
+        assert {info.external_attr for info in infos} == {0o100644 << 16}
+        assert {info.compress_type for info in infos} == {zipfile.ZIP_DEFLATED}
+        assert zf.read("site-packages/ramalama.py") == (ROOT / "ramalama.py").read_bytes()
+        env = json.loads(zf.read("environment.json"))
+        assert env["shiv_version"] == "1.0.8"
+        assert env["build_id"] and env["built_at"]
+        launcher = zf.read("__main__.py").decode("ascii")
+    assert "_bootstrap" not in launcher and "shiv" not in launcher
+    assert len(launcher.splitlines()) <= 20
+
+
+def test_runs_with_clean_env_from_other_cwd(pyz, tmp_path):
+    home = tmp_path / "home"
+    proc = run([sys.executable, pyz, "--version"], cwd=tmp_path, env={"HOME": str(home)})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, EXPECTED_VERSION_LINE + "\n", "")
+    assert not home.exists()  # nothing extracted (shiv would create ~/.shiv)
+    proc = run([sys.executable, pyz, "--version"], cwd=tmp_path, env={})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, EXPECTED_VERSION_LINE + "\n", "")
+
+
+def test_runs_via_shebang(pyz, tmp_path):
+    # "/usr/bin/env python3" resolved on a minimal PATH whose python3 is the test interpreter.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)
+    env = {"PATH": os.pathsep.join([str(bindir), "/usr/bin", "/bin"])}
+    proc = run([pyz, "--version"], cwd="/", env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, EXPECTED_VERSION_LINE + "\n", "")
+
+
+def test_runs_isolated(pyz, tmp_path):
+    proc = run([sys.executable, "-I", pyz, "--version"], cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, EXPECTED_VERSION_LINE + "\n")
+
+
+def test_no_shiv_at_runtime(pyz, tmp_path):
+    proc = run([sys.executable, "-X", "importtime", pyz, "--version"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "ramalama" in imported
+    assert not [m for m in imported if "shiv" in m or m.split(".")[0] == "_bootstrap"]
+
+
+def test_ramalama_loaded_from_pyc(pyz, tmp_path):
+    # The same import the launcher does; built with this interpreter, so the .pyc is used.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ramalama; "
+            "print(ramalama.__file__); print(type(ramalama.__loader__).__name__)")
+    proc = run([sys.executable, "-c", code, pyz / "site-packages"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(pyz / "site-packages" / "ramalama.pyc"), "zipimporter"]
+
+
+@pytest.mark.parametrize("version", ["3.8", "2.7"])
+def test_old_python_gets_one_clear_line(pyz, tmp_path, version):
+    python = find_python(version)
+    if version == "2.7" and not python:
+        pytest.skip("Python 2.7 not found (optional)")
+    require("Python " + version, python)
+    info = run([python, "-c", "import sys; sys.stdout.write('%d.%d.%d|%s' % "
+                "(sys.version_info[:3] + (sys.executable,)))"])
+    full_version, executable = info.stdout.split("|", 1)
+    proc = run([python, pyz, "--version"], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == ("ramalama.pyz needs Python 3.9 or newer; this is Python %s (%s)\n"
+                           % (full_version, executable))
+
+
+def test_python39_works(pyz, tmp_path):
+    python = require("Python 3.9", find_python("3.9"))
+    proc = run([python, pyz, "--version"], cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, EXPECTED_VERSION_LINE + "\n", "")
+
+
+def test_vermin_minimum_version():
+    vermin = shutil.which("vermin")
+    if vermin:
+        cmd = [vermin]
+    else:
+        has_module = run([sys.executable, "-c", "import vermin"]).returncode == 0
+        cmd = [sys.executable, "-m", "vermin"] if has_module else None
+    require("vermin", cmd)
+    proc = run(cmd + ["-t=3.9-", "--violations", "--no-tips", "ramalama.py"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
