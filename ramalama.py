@@ -2006,30 +2006,60 @@ def _command_args(name: str, p) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def build_parser():
-    p = _Parser.make(prog="ramalama", description="Pull AI models into one content-addressed "
-                     "store and run them with llama.cpp or vLLM, in podman, docker or natively.",
-                     epilog=EPILOG)
-    p.add_argument("-v", "--version", action="store_true", help="show the version and exit")
-    p.add_argument("--store", metavar="DIR", help="store directory (env RAMALAMA_STORE; default "
+def _add_global_flags(p, after_command: bool = False) -> None:
+    """Global flags; also accepted after COMMAND, where they only override when given."""
+    import argparse
+    g = p.add_argument_group("global flags") if after_command else p
+    kw = {"default": argparse.SUPPRESS} if after_command else {}
+    g.add_argument("--store", metavar="DIR", **kw, help="store directory (env RAMALAMA_STORE; default "
                    "~/.local/share/ramalama, /var/lib/ramalama for root)")
-    p.add_argument("--engine", metavar="NAME", help="container engine: podman or docker "
+    g.add_argument("--engine", metavar="NAME", **kw, help="container engine: podman or docker "
                    "(env RAMALAMA_CONTAINER_ENGINE; default: podman, else docker, else none)")
-    p.add_argument("--nocontainer", action="store_true", help="run natively, not in a container")
-    p.add_argument("--runtime", choices=("llama.cpp", "vllm"), help="inference runtime (default llama.cpp)")
-    p.add_argument("--image", metavar="IMAGE", help="container image (env RAMALAMA_IMAGE; default %s)"
+    g.add_argument("--nocontainer", action="store_true", **kw, help="run natively, not in a container")
+    g.add_argument("--runtime", choices=("llama.cpp", "vllm"), **kw, help="inference runtime (default llama.cpp)")
+    g.add_argument("--image", metavar="IMAGE", **kw, help="container image (env RAMALAMA_IMAGE; default %s)"
                    % DEFAULT_IMAGE)
-    p.add_argument("--dryrun", "--dry-run", action="store_true", help="print what would run; change nothing")
-    p.add_argument("--debug", action="store_true", help="log requests and decisions to stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="print no progress")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for names, handler, help_text in COMMANDS:
-        sp = sub.add_parser(names[0], aliases=list(names[1:]), help=help_text, description=help_text,
-                            formatter_class=p.formatter_class)
-        sp.error = p.error.__func__.__get__(sp)
-        _command_args(names[0], sp)
-        sp.set_defaults(handler=handler, command=names[0])
+    g.add_argument("--dryrun", "--dry-run", action="store_true", **kw, help="print what would run; change nothing")
+    g.add_argument("--debug", action="store_true", **kw, help="log requests and decisions to stderr")
+    g.add_argument("-q", "--quiet", action="store_true", **kw, help="print no progress")
+
+
+def build_parser():
+    """The top-level parser: global flags, then COMMAND and everything after it, which
+    command_parser(COMMAND) parses. Only the chosen command's flags are ever built, which
+    keeps startup (and --help) close to a bare interpreter's."""
+    import argparse
+    commands = "\n".join("  %-18s %s" % (" (".join(names) + (")" if len(names) > 1 else ""), text)
+                         for names, _handler, text in COMMANDS)
+    p = _Parser.make(prog="ramalama", usage="ramalama [global flags] COMMAND [flags] [args]",
+                     description="Pull AI models into one content-addressed store and run them with "
+                     "llama.cpp or vLLM, in podman, docker or natively.",
+                     epilog="commands:\n%s\n\n%s\nrun 'ramalama COMMAND --help' for a command's flags."
+                     % (commands, EPILOG))
+    p.add_argument("-v", "--version", action="store_true", help="show the version and exit")
+    _add_global_flags(p)
+    p.add_argument("command", nargs="?", metavar="COMMAND", help=argparse.SUPPRESS)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
+
+
+def command_parser(name: str):
+    """(parser, handler, canonical name) of one command, or a UsageError for an unknown one."""
+    for names, handler, help_text in COMMANDS:
+        if name in names:
+            p = _Parser.make(prog="ramalama " + names[0], description=help_text)
+            _command_args(names[0], p)
+            _add_global_flags(p, after_command=True)
+            return p, handler, names[0]
+    raise UsageError("unknown command %r (see 'ramalama --help')" % name)
+
+
+def parse_args(argv: list):
+    args = build_parser().parse_args(argv)
+    if args.command:
+        sub, args.handler, args.command = command_parser(args.command)
+        sub.parse_args(args.rest, namespace=args)
+    return args
 
 
 def main(argv=None, env=None, stdout=None, stderr=None) -> int:
@@ -2038,13 +2068,13 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        from contextlib import redirect_stdout
+        with redirect_stdout(out):              # argparse prints --help to sys.stdout
+            args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.version:
             out.write("ramalama version %s\n" % __version__)
             return 0
         if not args.command:
-            parser.print_usage(err)
             err.write("Error: no command given (see 'ramalama --help')\n")
             return 2
         ctx = Context(args, env, load_config(env), out, err)

@@ -55,10 +55,17 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
         tokens.append(f"<0x{b:02X}>")
         types.append(T.BYTE)
         scores.append(0.0)
-    for i, w in enumerate(WORDS):
-        tokens.append(w)
+    # SentencePiece builds pieces by merging adjacent symbols whose
+    # concatenation is in the vocabulary, so every prefix ("▁h", "▁he", ...)
+    # must exist for "▁hello" to be reachable; without them all text falls
+    # back to byte tokens.
+    pieces = list(WORDS)
+    for w in WORDS:
+        pieces += [w[:n] for n in range(2, len(w)) if w[:n] not in pieces]
+    for i, piece in enumerate(pieces):
+        tokens.append(piece)
         types.append(T.NORMAL)
-        scores.append(-1.0 - i / 10)  # earlier words win SentencePiece merges
+        scores.append(-1.0 - i / 10)
     return tokens, scores, [int(t) for t in types]
 
 

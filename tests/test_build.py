@@ -155,3 +155,40 @@ def test_vermin_minimum_version():
     require("vermin", cmd)
     proc = run(cmd + ["-t=3.9-", "--violations", "--no-tips", "ramalama.py"], cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _store_flow(python, pyz, tmp_path, model):
+    """pull file:// -> list -> inspect -> rm with the built archive, isolated (-I)."""
+    store = tmp_path / "store"
+    base = [python, "-I", pyz, "--store", store]
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PATH": "/usr/bin:/bin"}
+    proc = run(base + ["pull", "file://%s" % model], env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = run(base + ["list", "--json"], env=env)
+    assert [m["name"] for m in json.loads(proc.stdout)] == ["file://%s" % model]
+    proc = run(base + ["inspect", "--json", "file://%s" % model], env=env)
+    assert json.loads(proc.stdout)["architecture"] == "llama"
+    proc = run(base + ["rm", "file://%s" % model], env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(store / "blobs" / "sha256") == []
+    proc = run(base + ["inspect", "file://%s" % model], env=env)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: file://%s is not in the store" % model)
+    return env
+
+
+def test_built_archive_pulls_lists_and_removes(pyz, tmp_path, model_file):
+    _store_flow(sys.executable, pyz, tmp_path, model_file)
+
+
+def test_python39_runs_the_store_flow_with_vendored_tomli(pyz, tmp_path, model_file):
+    """Python 3.9 has no tomllib: a config file makes the archive import its vendored tomli."""
+    python = require("Python 3.9", find_python("3.9"))
+    assert run([python, "-c", "import tomli"]).returncode != 0, "3.9 must not have tomli installed"
+    conf = tmp_path / "xdg" / "ramalama" / "ramalama.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[ramalama]\nngl = -1  # inline comment\nimage = 'quay.io/x/y'\n")
+    env = _store_flow(python, pyz, tmp_path, model_file)
+    proc = run([python, "-I", pyz, "--store", tmp_path / "store", "info"], env=env)
+    info = json.loads(proc.stdout)
+    assert info["python"]["version"].startswith("3.9.") and info["image"] == "quay.io/x/y"
+    assert info["config"]["files"] == [str(conf)]
