@@ -12,10 +12,11 @@ The module reads top to bottom in data-flow order:
   7. http          HTTPSession: pooled http.client, manual redirects, retries
   8. download      Downloader: resumable, hashing, verified stream into the store's tmp/
   9. store         Store: blobs/sha256/<hex> once each, repos/... folders of hardlinks
- 10. transports    file://, http(s)://; a scheme -> class registry
- 11. gguf          header reader for `inspect`
- 12. output        progress bars and lines, tables
- 13. cli           argparse parser, one cmd_* function per command, main()
+ 10. registries    credentials, auth challenges, the OCI client, model formats in OCI
+ 11. transports    file://, http(s)://, oci:// pulls and pushes; a scheme -> function table
+ 12. gguf          header reader for `inspect`
+ 13. output        progress bars and lines, tables
+ 14. cli           argparse parser, one cmd_* function per command, main()
 
 Store layout (root: --store, RAMALAMA_STORE, config `store`, else
 ~/.local/share/ramalama or /var/lib/ramalama for root):
@@ -71,6 +72,7 @@ OLLAMA_HOST = "registry.ollama.ai"
 DOCKER_HUB = "docker.io"
 DEFAULT_IMAGE = "quay.io/ramalama/ramalama"
 CHUNK = 1 << 20                  # read buffer for downloads and hashing
+HOST_CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 REF_FILE = ".ref.json"           # a model folder's commit point
 REF_VERSION = 1                  # layout version written into every .ref.json
 MAX_REDIRECTS = 10
@@ -636,27 +638,42 @@ class HTTPSession:
     `connect`, `sleep` and `rand` are injectable for tests.
     """
 
-    def __init__(self, *, timeout: float = 30.0, tls_verify: bool = True, cafile: str = None,
-                 capath: str = None, retries: int = 5, sleep=time.sleep, rand=None, log=None):
+    def __init__(self, *, timeout: float = 30.0, tls_verify: bool = True, cert_dir: str = None,
+                 host_cert_dirs=HOST_CERT_DIRS, retries: int = 5, sleep=time.sleep, rand=None, log=None):
         self.timeout = timeout
         self.tls_verify = tls_verify
-        self.cafile, self.capath = cafile, capath
+        self.cert_dir, self.host_cert_dirs = cert_dir, host_cert_dirs
         self.retries = retries
         self.sleep = sleep
         self.rand = rand
         self.log = log or (lambda msg: None)
         self._pool = {}
-        self._ssl = None
+        self._ssl = {}
 
     # -- connections
-    def _context(self):
-        if self._ssl is None:
+    def _context(self, host: str, port: int):
+        """The TLS context for one host: system CAs (SSL_CERT_FILE honoured) plus the *.crt
+        files of --cert-dir and of /etc/containers/certs.d/<host[:port]>, as podman does."""
+        key = (host, port)
+        if key not in self._ssl:
             import ssl
-            if self.tls_verify:
-                self._ssl = ssl.create_default_context(cafile=self.cafile, capath=self.capath)
-            else:
-                self._ssl = ssl._create_unverified_context()
-        return self._ssl
+            if not self.tls_verify:
+                self._ssl[key] = ssl._create_unverified_context()
+                return self._ssl[key]
+            ctx = ssl.create_default_context()
+            dirs = [self.cert_dir] if self.cert_dir else []
+            for base in self.host_cert_dirs:
+                dirs += [os.path.join(base, "%s:%d" % (host, port)), os.path.join(base, host)]
+            for d in dirs:
+                if os.path.isdir(d):
+                    for name in sorted(os.listdir(d)):
+                        if name.endswith(".crt"):
+                            try:
+                                ctx.load_verify_locations(cafile=os.path.join(d, name))
+                            except (OSError, ssl.SSLError) as e:
+                                raise NetworkError("cannot load CA certificate %s: %s" % (os.path.join(d, name), e))
+            self._ssl[key] = ctx
+        return self._ssl[key]
 
     def _acquire(self, key):
         idle = self._pool.get(key)
@@ -665,8 +682,9 @@ class HTTPSession:
         import http.client
         scheme, host, port = key
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context()), False
-        return http.client.HTTPConnection(host, port, timeout=self.timeout), False
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, blocksize=CHUNK,
+                                               context=self._context(host, port)), False
+        return http.client.HTTPConnection(host, port, timeout=self.timeout, blocksize=CHUNK), False
 
     def _release(self, key, conn):
         self._pool.setdefault(key, []).append(conn)
@@ -706,15 +724,18 @@ class HTTPSession:
             return Response(self, key, conn, raw, url)
 
     # -- the public call: redirects, retries, status errors
-    def request(self, method: str, url: str, headers: dict = None, body: bytes = None,
-                ok=(200,), auth: str = None) -> Response:
+    def request(self, method: str, url: str, headers: dict = None, body=None,
+                ok=(200,), auth: str = None, retries: int = None) -> Response:
         """Send a request, following redirects and retrying transient failures.
 
         `ok` lists the statuses returned to the caller; others raise HTTPStatusError after
-        retries. `auth` is an Authorization value valid for the origin of `url` only.
+        retries. `auth` is an Authorization value valid for the origin of `url` only. `body`
+        is bytes or a file object (streamed; requests with a body are never retried).
         """
         import socket
+        import ssl
         import http.client
+        retries = self.retries if retries is None else retries
         from urllib.parse import urljoin, urlsplit
         origin = urlsplit(url)[:2]
         attempt = 0
@@ -738,9 +759,13 @@ class HTTPSession:
                             meth = "GET"
                         continue
                     break
+            except ssl.SSLCertVerificationError as e:
+                raise NetworkError("%s: TLS certificate verification failed (%s); add the CA with "
+                                   "--cert-dir or SSL_CERT_FILE, or use --tls-verify=false"
+                                   % (redact(current), e.verify_message or e.reason))
             except (OSError, http.client.HTTPException, socket.timeout) as e:
                 # Refused connections and unknown hosts will not heal in seconds: fail fast.
-                if (attempt >= self.retries or method not in ("GET", "HEAD")
+                if (attempt >= retries or method not in ("GET", "HEAD")
                         or isinstance(e, (ConnectionRefusedError, socket.gaierror))):
                     raise NetworkError("%s: %s" % (redact(current), _describe_oserror(e)))
                 self._wait(attempt, None, "%s: %s" % (redact(current), _describe_oserror(e)))
@@ -748,7 +773,7 @@ class HTTPSession:
                 continue
             if resp.status in ok:
                 return resp
-            if resp.status in RETRY_STATUSES and attempt < self.retries and method in ("GET", "HEAD"):
+            if resp.status in RETRY_STATUSES and attempt < retries and method in ("GET", "HEAD"):
                 retry_after = resp.header("Retry-After")
                 resp.read(1 << 16)
                 self._wait(attempt, retry_after, "%s: HTTP %d" % (redact(current), resp.status))
@@ -770,12 +795,23 @@ def _describe_oserror(e: BaseException) -> str:
 
 
 def status_error(resp: Response, url: str) -> HTTPStatusError:
-    """One clear line for an error status; the body may hold a short explanation."""
+    """One clear line for an error status: registries' JSON errors ("MANIFEST_UNKNOWN:
+    manifest unknown"), the Hub's X-Error-Message, or a short plain-text body."""
+    import json
     try:
         body = resp.read(1 << 16).decode("utf-8", "replace").strip()
     except (OSError, NetworkError):
         body = ""
-    detail = " ".join(body.split())[:200] if body and not body.startswith("<") else ""
+    detail = resp.header("X-Error-Message") or ""
+    if not detail and body.startswith("{"):
+        try:
+            errors = json.loads(body).get("errors") or []
+            detail = "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors[:3]
+                               if isinstance(e, dict))
+        except (ValueError, AttributeError, RecursionError):
+            pass
+    if not detail and body and not body.startswith(("<", "{")):
+        detail = " ".join(body.split())[:200]
     names = {401: "authentication required", 403: "access denied", 404: "not found",
              416: "range not satisfiable", 429: "too many requests"}
     msg = "%s: HTTP %d %s%s" % (redact(url), resp.status, names.get(resp.status, resp.raw.reason or ""),
@@ -1342,7 +1378,522 @@ class _FileLock:
 
 
 # ---------------------------------------------------------------------------
-# 10. transports
+# 10. registries: credentials, the OCI distribution client, model formats
+# ---------------------------------------------------------------------------
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
+MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
+MODELPACK_RAW = "application/vnd.cncf.model.weight.v1.raw"
+MAX_MANIFEST = 4 << 20
+UPLOAD_CHUNK = 64 << 20           # PATCH size for blobs above UPLOAD_MONOLITHIC
+UPLOAD_MONOLITHIC = 256 << 20
+# Ollama layer types -> the names their files get in a model folder
+OLLAMA_LAYERS = {"model": "model.gguf", "projector": "mmproj.gguf", "adapter": "adapter.gguf",
+                 "template": "template", "system": "system", "params": "params.json",
+                 "license": "license", "messages": "messages.json"}
+# Docker Model Runner layer types -> default names
+DMR_LAYERS = {"gguf.v3": "model.gguf", "mmproj": "mmproj.gguf", "license": "LICENSE",
+              "chat.template.jinja": "template.jinja", "safetensors": "model.safetensors"}
+
+
+class AuthError(NetworkError):
+    """Missing or rejected registry credentials."""
+
+
+def auth_files(env: dict, authfile: str = None) -> list:
+    """Credential files in the order podman reads them; --authfile replaces them all."""
+    if authfile:
+        return [authfile]
+    home = env.get("HOME") or os.path.expanduser("~")
+    paths = [env["REGISTRY_AUTH_FILE"]] if env.get("REGISTRY_AUTH_FILE") else []
+    if env.get("XDG_RUNTIME_DIR"):
+        paths.append(os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json"))
+    paths.append(os.path.join(env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"),
+                              "containers", "auth.json"))
+    paths.append(os.path.join(env.get("DOCKER_CONFIG") or os.path.join(home, ".docker"), "config.json"))
+    return paths
+
+
+def auth_keys(host: str, repo: str = "") -> list:
+    """Keys an auth file may use for host/repo, most specific first (namespaces win)."""
+    parts = repo.split("/") if repo else []
+    keys = ["/".join([host] + parts[:i]) for i in range(len(parts), 0, -1)] + [host]
+    if host == DOCKER_HUB:
+        keys += ["index.docker.io", "registry-1.docker.io", "https://index.docker.io/v1/"]
+    return keys
+
+
+def _normalise_auth_key(key: str) -> str:
+    for prefix in ("https://", "http://"):
+        if key.startswith(prefix) and key != "https://index.docker.io/v1/":
+            key = key[len(prefix):]
+    return key.rstrip("/")
+
+
+def read_auth_file(path: str) -> dict:
+    import json
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read() or b"{}")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ConfigError("%s: unreadable credentials file: %s" % (path, e))
+    if not isinstance(data, dict):
+        raise ConfigError("%s: credentials file is not a JSON object" % path)
+    return data
+
+
+def find_credentials(env: dict, host: str, repo: str = "", authfile: str = None, run=None):
+    """(user, secret) for host/repo from the first auth file that has them (including
+    credHelpers/credsStore helpers, asked over stdin), or None."""
+    import base64
+    for path in auth_files(env, authfile):
+        data = read_auth_file(path)
+        auths = {_normalise_auth_key(k): v for k, v in (data.get("auths") or {}).items() if isinstance(v, dict)}
+        for key in auth_keys(host, repo):
+            entry = auths.get(_normalise_auth_key(key))
+            if entry and entry.get("auth"):
+                try:
+                    user, _, secret = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    raise ConfigError("%s: the entry for %s is not base64 user:password" % (path, key))
+                return user, secret
+        helper = (data.get("credHelpers") or {}).get(host) or data.get("credsStore")
+        if helper:
+            found = _credential_helper(helper, host, run)
+            if found:
+                return found
+    return None
+
+
+def _credential_helper(helper: str, host: str, run=None):
+    """docker-credential-<helper> get: the server on stdin, JSON {Username, Secret} out;
+    secrets never appear in argv."""
+    import json
+    import shutil
+    import subprocess
+    exe = shutil.which("docker-credential-" + helper)
+    if not exe:
+        return None
+    server = "https://index.docker.io/v1/" if host == DOCKER_HUB else host
+    proc = (run or subprocess.run)([exe, "get"], input=server.encode(), capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        return None
+    try:
+        data = json.loads(proc.stdout)
+        return data["Username"], data["Secret"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def write_auth_entry(path: str, host: str, user: str = None, secret: str = None) -> bool:
+    """Add (or, with user None, remove) host's entry in a podman-style auth file, written
+    atomically with mode 0600. Returns whether anything changed."""
+    import base64
+    import json
+    data = read_auth_file(path)
+    auths = data.setdefault("auths", {})
+    if user is None:
+        keys = [k for k in auths if _normalise_auth_key(k) in [_normalise_auth_key(x) for x in auth_keys(host)]]
+        if not keys:
+            return False
+        for k in keys:
+            del auths[k]
+    else:
+        auths[host] = {"auth": base64.b64encode(("%s:%s" % (user, secret)).encode()).decode()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+    return True
+
+
+def parse_challenge(value: str):
+    """'Bearer realm="https://a/token",service="reg",scope="repository:x:pull"' ->
+    ('bearer', {'realm': ..., 'service': ..., 'scope': ...})."""
+    import re
+    scheme, _, rest = (value or "").strip().partition(" ")
+    params = {}
+    for key, quoted, bare in re.findall(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))', rest):
+        params[key.lower()] = quoted.replace('\\"', '"') if quoted else bare
+    return scheme.lower(), params
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    return name == "localhost" or name.startswith("127.") or name == "::1"
+
+
+def _load_json(data: bytes, what: str):
+    import json
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise FormatError("%s is not valid JSON" % what)
+    if not isinstance(obj, dict):
+        raise FormatError("%s is not a JSON object" % what)
+    return obj
+
+
+class Registry:
+    """An OCI distribution client for one registry: scheme choice, auth challenges answered
+    with cached tokens, manifests and blobs verified against their digests, uploads."""
+
+    def __init__(self, ctx, host: str):
+        self.ctx, self.host = ctx, host
+        self.api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
+        self.session = ctx.session()
+        self.tls_verify = getattr(ctx.args, "tls_verify", None)
+        self.authfile = getattr(ctx.args, "authfile", None)
+        self._scheme = None
+        self._auth = {}            # scope -> Authorization value
+        self._creds = False        # not looked up yet
+
+    @property
+    def base(self) -> str:
+        """https, except that loopback registries and --tls-verify=false may speak plain HTTP
+        (as docker does): tried once, remembered for this client."""
+        if self._scheme is None:
+            self._scheme = "https"
+            if self.tls_verify is False or _is_loopback(self.api_host):
+                try:
+                    self.session.request("GET", "https://%s/v2/" % self.api_host, ok=(200, 401, 404),
+                                         retries=0).read()
+                except NetworkError as e:
+                    if "certificate verification" in str(e):
+                        raise
+                    self.ctx.log("%s does not speak TLS; using plain HTTP" % self.api_host)
+                    self._scheme = "http"
+        return "%s://%s" % (self._scheme, self.api_host)
+
+    def credentials(self):
+        if self._creds is False:
+            self._creds = find_credentials(self.ctx.env, self.host, "", self.authfile)
+        return self._creds
+
+    def request(self, method: str, path: str, scope: str, headers: dict = None, ok=(200,), body=None,
+                repo: str = "") -> Response:
+        """One registry call; a 401 is answered from its challenge once, then retried."""
+        url = path if "://" in path else self.base + path
+        for attempt in (0, 1):
+            if hasattr(body, "seek"):
+                body.seek(0)
+            resp = self.session.request(method, url, headers, body, ok=tuple(ok) + (401,),
+                                        auth=self._auth.get(scope))
+            if resp.status != 401:
+                return resp
+            challenge = resp.header("WWW-Authenticate") or ""
+            resp.read(1 << 16)
+            if attempt:
+                break
+            self._auth[scope] = self._authorize(challenge, scope, repo)
+        raise AuthError("%s: credentials rejected%s" % (
+            self.host, "" if self.credentials() else "; run `ramalama login %s`" % self.host))
+
+    def _authorize(self, challenge: str, scope: str, repo: str) -> str:
+        import base64
+        import json
+        from urllib.parse import urlencode
+        scheme, params = parse_challenge(challenge)
+        creds = self.credentials()
+        basic = "Basic " + base64.b64encode(("%s:%s" % creds).encode()).decode() if creds else None
+        if scheme == "basic":
+            if not basic:
+                raise AuthError("%s requires authentication; run `ramalama login %s`" % (self.host, self.host))
+            return basic
+        if scheme != "bearer" or not params.get("realm"):
+            raise AuthError("%s: unsupported authentication challenge %r" % (self.host, challenge[:80]))
+        query = {k: v for k, v in (("service", params.get("service")), ("scope", scope)) if v}
+        realm = params["realm"] + ("&" if "?" in params["realm"] else "?") + urlencode(query)
+        resp = self.session.request("GET", realm, ok=(200, 401, 403), auth=basic)
+        if resp.status != 200:
+            resp.read(1 << 16)
+            raise AuthError("%s: %s" % (self.host, "credentials rejected" if basic else
+                                        "authentication required; run `ramalama login %s`" % self.host))
+        data = _load_json(resp.read(1 << 20), "token response from %s" % redact(realm))
+        token = data.get("token") or data.get("access_token")
+        if not isinstance(token, str):
+            raise AuthError("%s: token response without a token" % self.host)
+        return "Bearer " + token
+
+    def login_check(self) -> None:
+        """Prove the stored credentials against /v2/ (and its token service)."""
+        self.request("GET", "/v2/", "", ok=(200,)).read(1 << 16)
+        if not self._auth.get(""):
+            self.ctx.warn("%s did not ask for credentials; stored them anyway" % self.host)
+
+    # -- reading
+    def manifest(self, name: str, reference: str) -> tuple:
+        """(parsed manifest, media type, digest) of name:reference, digest-checked."""
+        import hashlib
+        resp = self.request("GET", "/v2/%s/manifests/%s" % (name, reference), _scope(name),
+                            headers={"Accept": ", ".join(MANIFEST_TYPES)}, repo=name)
+        data = resp.read(MAX_MANIFEST)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        announced = resp.header("Docker-Content-Digest") or ""
+        if (reference.startswith("sha256:") and digest != reference) or (
+                announced.startswith("sha256:") and announced != digest):
+            raise DigestMismatch("%s/%s: manifest hashes to %s, expected %s"
+                                 % (self.host, name, digest, reference if ":" in reference else announced))
+        obj = _load_json(data, "manifest of %s/%s" % (self.host, name))
+        mtype = obj.get("mediaType") or (resp.header("Content-Type") or "").split(";")[0]
+        return obj, mtype, digest
+
+    def blob_url(self, name: str, digest: str) -> str:
+        parse_digest(digest)
+        return "%s/v2/%s/blobs/%s" % (self.base, name, digest)
+
+    def blob_bytes(self, name: str, desc: dict, limit: int = MAX_MANIFEST) -> bytes:
+        """A small blob (a config), digest-checked."""
+        import hashlib
+        digest = desc.get("digest", "")
+        resp = self.request("GET", self.blob_url(name, digest), _scope(name), repo=name)
+        data = resp.read(limit)
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise DigestMismatch("%s/%s: blob %s does not match its digest" % (self.host, name, digest))
+        return data
+
+    def download(self, name: str, desc: dict, label: str):
+        """Fetch a blob into tmp/ (resumable, verified); the caller publishes or unpacks it."""
+        digest, size = desc["digest"], desc.get("size")
+        url = self.blob_url(name, digest)
+        self.request("HEAD", url, _scope(name), ok=(200,), repo=name)     # settles auth first
+        return Downloader(self.session, self.ctx.store, self.ctx.progress()).fetch(
+            url, "blob-" + parse_digest(digest), label, digest=digest,
+            size=size if isinstance(size, int) else None, auth=self._auth.get(_scope(name)))
+
+    # -- writing
+    def has_blob(self, name: str, digest: str) -> bool:
+        resp = self.request("HEAD", self.blob_url(name, digest), _scope(name, push=True), ok=(200, 404), repo=name)
+        return resp.status == 200
+
+    def upload(self, name: str, digest: str, size: int, path: str = None, data: bytes = None,
+               mount_from: str = None, progress=None) -> str:
+        """Upload one blob unless the registry has it: HEAD, cross-repo mount, then a
+        monolithic PUT or PATCH chunks. Returns how: 'exists', 'mounted' or 'uploaded'."""
+        from urllib.parse import urljoin
+        scope = _scope(name, push=True)
+        if self.has_blob(name, digest):
+            return "exists"
+        start = "/v2/%s/blobs/uploads/" % name
+        if mount_from and mount_from != name:
+            resp = self.request("POST", start + "?mount=%s&from=%s" % (digest, mount_from), scope,
+                                ok=(201, 202), body=b"", headers={"Content-Length": "0"})
+            resp.read(1 << 16)
+            if resp.status == 201:
+                return "mounted"
+        else:
+            resp = self.request("POST", start, scope, ok=(202,), body=b"", headers={"Content-Length": "0"})
+            resp.read(1 << 16)
+        location = urljoin(self.base + start, resp.header("Location") or "")
+        f = open(path, "rb") if path else None
+        try:
+            if progress:
+                progress.start("push " + digest[7:19], size)
+            offset = 0
+            if size > UPLOAD_MONOLITHIC and f is not None:
+                while offset < size:
+                    n = min(UPLOAD_CHUNK, size - offset)
+                    f.seek(offset)
+                    resp = self.request("PATCH", location, scope, ok=(202,), body=f.read(n), headers={
+                        "Content-Type": "application/octet-stream", "Content-Length": str(n),
+                        "Content-Range": "%d-%d" % (offset, offset + n - 1)})
+                    resp.read(1 << 16)
+                    location = urljoin(location, resp.header("Location") or location)
+                    offset += n
+                    if progress:
+                        progress.update(offset)
+                body, length = b"", 0
+            else:
+                body, length = (f if f is not None else data), size
+            sep = "&" if "?" in location else "?"
+            resp = self.request("PUT", location + sep + "digest=" + digest, scope, ok=(201,), body=body,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Length": str(length)})
+            resp.read(1 << 16)
+            if progress:
+                progress.update(size)
+                progress.finish(True)
+        finally:
+            if f is not None:
+                f.close()
+        return "uploaded"
+
+    def put_manifest(self, name: str, tag: str, data: bytes, media_type: str) -> str:
+        import hashlib
+        resp = self.request("PUT", "/v2/%s/manifests/%s" % (name, tag), _scope(name, push=True), ok=(200, 201),
+                            body=data, headers={"Content-Type": media_type, "Content-Length": str(len(data))})
+        resp.read(1 << 16)
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _scope(name: str, push: bool = False) -> str:
+    return "repository:%s:%s" % (name, "pull,push" if push else "pull")
+
+
+# -- model formats inside OCI artifacts and images
+
+Layer = namedtuple("Layer", "desc kind name role")     # kind: raw | tar | tar+gzip | image | image+gzip
+
+
+def choose_manifest(index: dict) -> dict:
+    """From an index: the ModelPack artifact if there is one, else this machine's platform,
+    else the first entry."""
+    import platform
+    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict) and m.get("digest")]
+    if not entries:
+        raise FormatError("the index lists no manifests")
+    for m in entries:
+        if m.get("artifactType") == MODELPACK_ARTIFACT:
+            return m
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    for m in entries:
+        plat = m.get("platform") or {}
+        if plat.get("os") in (None, "linux") and plat.get("architecture") == arch:
+            return m
+    return entries[0]
+
+
+def _annotated_name(desc: dict):
+    ann = desc.get("annotations") or {}
+    for key in ("org.cncf.model.filepath", "org.cnai.model.filepath", "org.opencontainers.image.title"):
+        if ann.get(key):
+            return safe_relpath(ann[key])
+    return None
+
+
+def _weight_role(name: str, kind: str) -> str:
+    low = name.lower()
+    if kind == "weight":
+        return "mmproj" if "mmproj" in low else "model"
+    return {"weight.config": "config", "doc": "doc", "code": "code", "dataset": "dataset"}.get(kind, "other")
+
+
+def plan_layers(manifest: dict, config: dict) -> tuple:
+    """(format name, [Layer]) for a model artifact or image; FormatError naming the media
+    types when it is none of ModelPack, Docker Model Runner, Ollama, omlmd or ramalama image."""
+    cfg_type = (manifest.get("config") or {}).get("mediaType", "")
+    layers = [d for d in manifest.get("layers") or [] if isinstance(d, dict)]
+    types = [d.get("mediaType", "") for d in layers]
+    plans = []
+    if (manifest.get("artifactType") == MODELPACK_ARTIFACT or cfg_type == MODELPACK_CONFIG
+            or any(t.startswith(("application/vnd.cncf.model.", "application/vnd.cnai.model.")) for t in types)):
+        for d in layers:
+            t = d.get("mediaType", "")
+            kind, _, packing = t.split(".model.", 1)[-1].partition(".v1.")
+            name = _annotated_name(d)
+            if packing not in ("raw", "tar", "tar+gzip"):
+                raise FormatError("unsupported ModelPack layer %s" % t)
+            if packing == "raw" and not name:
+                name = "layer-" + parse_digest(d.get("digest", ""))[:12]
+            plans.append(Layer(d, packing, name, _weight_role(name or "", kind)))
+        return "modelpack", plans
+    if cfg_type.startswith("application/vnd.docker.ai.") or any(t.startswith("application/vnd.docker.ai.") for t in types):
+        for d in layers:
+            suffix = d.get("mediaType", "")[len("application/vnd.docker.ai."):]
+            name = _annotated_name(d) or DMR_LAYERS.get(suffix)
+            if name:
+                role = {"gguf.v3": "model", "mmproj": "mmproj", "safetensors": "model"}.get(suffix, "other")
+                plans.append(Layer(d, "raw", name, role))
+        return "dmr", plans
+    if any(t.startswith("application/vnd.ollama.image.") for t in types):
+        for d in layers:
+            kind = d.get("mediaType", "")[len("application/vnd.ollama.image."):]
+            if kind in OLLAMA_LAYERS:
+                role = {"model": "model", "projector": "mmproj"}.get(kind, kind)
+                plans.append(Layer(d, "raw", OLLAMA_LAYERS[kind], role))
+        return "ollama", plans
+    if "application/x-mlmodel" in types:
+        for d in layers:
+            if d.get("mediaType") == "application/x-mlmodel":
+                name = _annotated_name(d) or "model.file"
+                plans.append(Layer(d, "raw", name, file_role(name)))
+        return "omlmd", plans
+    image_layers = {OCI_LAYER_TAR: "image", OCI_LAYER_TAR + "+gzip": "image+gzip",
+                    "application/vnd.docker.image.rootfs.diff.tar": "image",
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip": "image+gzip"}
+    if layers and all(t in image_layers for t in types):
+        return "ramalama-image", [Layer(d, image_layers[d["mediaType"]], "", "") for d in layers]
+    raise FormatError("not a model artifact this version can read (config %s; layers %s)"
+                      % (cfg_type or "none", ", ".join(sorted(set(types))) or "none"))
+
+
+def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list:
+    """Store the regular files of a tar layer under their own digests; returns
+    [(name, hexdigest, size, role)]. Members are never written where their names point:
+    each is streamed into tmp/, hashed and published, so '..', absolute paths and links out
+    of the layer cannot escape; devices and links leaving the layer are refused.
+    models_only (ramalama images): keep /models/*, resolving the model.file symlink there."""
+    import hashlib
+    import posixpath
+    import tarfile
+    import tempfile
+    found, links = {}, {}
+    try:
+        with tarfile.open(path, "r:gz" if gzip else "r:") as tar:
+            for m in tar:
+                raw = m.name.lstrip("/") if models_only else m.name
+                name = safe_relpath(raw) if raw.strip("./") else ""
+                if models_only and not name.startswith("models/"):
+                    continue
+                if m.isdir() or not name:
+                    continue
+                if m.issym() or m.islnk():
+                    target = m.linkname.lstrip("/") if m.issym() and m.linkname.startswith("/") else (
+                        posixpath.join(posixpath.dirname(name), m.linkname) if m.issym() else m.linkname)
+                    target = posixpath.normpath(target)
+                    if target.startswith("../") or target == "..":
+                        raise FormatError("layer entry %s links outside the layer" % name)
+                    links[name] = target
+                    continue
+                if not m.isreg():
+                    raise FormatError("layer entry %s is a device or special file" % name)
+                src = tar.extractfile(m)
+                fd, tmp_file = tempfile.mkstemp(prefix="unpack-", dir=store.tmp)
+                h = hashlib.sha256()
+                with os.fdopen(fd, "wb") as out:
+                    while True:
+                        chunk = src.read(CHUNK)
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        out.write(chunk)
+                store.publish_blob(tmp_file, h.hexdigest())
+                found[name] = (h.hexdigest(), m.size)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        raise FormatError("layer is not a readable tar archive: %s" % e)
+    for name, target in links.items():
+        for _ in range(8):                      # links to links, within reason
+            target = links.get(target, target)
+        if target in found and name not in found:
+            found[name] = found[target]
+    files = []
+    model_target = links.get("models/model.file")
+    for name, (hexdigest, size) in sorted(found.items()):
+        short = name[len("models/"):] if models_only else name
+        if models_only and name == "models/model.file" and model_target:
+            continue                            # the symlink: its target is listed itself
+        role = ("model" if name in ("models/model.file", model_target) else "other") if models_only else file_role(short)
+        files.append((short, hexdigest, size, role))
+    return files
+
+
+# ---------------------------------------------------------------------------
+# 11. transports
 # ---------------------------------------------------------------------------
 
 def file_role(name: str) -> str:
@@ -1384,7 +1935,179 @@ def pull_url(ctx, ref: Ref) -> tuple:
             {"url": url, "validator": got.validator})
 
 
-TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url}
+def pull_oci(ctx, ref: Ref) -> tuple:
+    """oci:// and docker://: resolve the manifest (choosing from an index), read the config,
+    then fetch each layer: raw layers are the files themselves (skipped when the blob is
+    already stored), tar layers are unpacked into their files."""
+    store, reg = ctx.store, Registry(ctx, ref.host)
+    manifest, mtype, digest = reg.manifest(ref.name, ref.digest or ref.tag)
+    if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
+        chosen = choose_manifest(manifest)
+        manifest, mtype, digest = reg.manifest(ref.name, chosen["digest"])
+    old = store.load(store.folder(ref))
+    if old and old.meta.get("manifest_digest") == digest and all(store.has_blob(f.digest) for f in old.files):
+        ctx.info("%s: up to date" % (ref,))
+        return old.files, {k: old.meta[k] for k in ("manifest_digest", "format", "layers") if k in old.meta}
+    cfg_desc = manifest.get("config") or {}
+    config = {}
+    if cfg_desc.get("digest") and cfg_desc.get("mediaType") != OCI_EMPTY and cfg_desc.get("size", 0) < MAX_MANIFEST:
+        config = _load_json(reg.blob_bytes(ref.name, cfg_desc), "config of %s" % (ref,))
+    fmt, plans = plan_layers(manifest, config)
+    files, layers = [], {}
+    for plan in plans:
+        desc = plan.desc
+        if plan.kind == "raw":
+            if not store.has_blob(desc.get("digest", "")):
+                got = reg.download(ref.name, desc, plan.name)
+                store.publish_blob(got.path, got.hexdigest)
+            files.append(FileSpec(plan.name, desc["digest"], desc.get("size", 0), plan.role, desc.get("mediaType", "")))
+            continue
+        got = reg.download(ref.name, desc, plan.name or "layer " + desc["digest"][7:19])
+        try:
+            unpacked = unpack_layer(store, got.path, plan.kind.endswith("gzip"), plan.kind.startswith("image"))
+        finally:
+            _unlink_quiet(got.path)
+        prefix = (plan.name + "/") if plan.name and len(unpacked) > 1 else ""
+        for name, hexdigest, size, role in unpacked:
+            if len(unpacked) == 1 and plan.name:
+                name, role = plan.name, plan.role        # a one-file tar layer carries the annotated name
+            files.append(FileSpec(prefix + name, "sha256:" + hexdigest, size, plan.role or role,
+                                  desc.get("mediaType", "")))
+        layers[desc["digest"]] = ["sha256:" + u[1] for u in unpacked]
+    if not files:
+        raise FormatError("%s holds no model files" % (ref,))
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        raise FormatError("%s names the same file twice" % (ref,))
+    return files, {"manifest_digest": digest, "format": fmt, "layers": layers}
+
+
+def modelpack_manifest(model: Model, facts: dict) -> tuple:
+    """(config bytes, manifest dict) of a ModelPack artifact whose raw layers are the model's
+    files, so every layer digest is a file's sha256: the same blob that ollama, Hugging Face
+    and other registries name, which lets registries mount and stores deduplicate it."""
+    import json
+    layers = []
+    for f in model.files:
+        kind = "weight" if f.role in ("model", "mmproj") else "doc"
+        layers.append({"mediaType": "application/vnd.cncf.model.%s.v1.raw" % kind, "digest": f.digest,
+                       "size": f.size, "annotations": {"org.cncf.model.filepath": f.name,
+                                                       "org.opencontainers.image.title": f.name}})
+    main_file = model.model_file()
+    cfg = {"descriptor": {"name": model.ref, "createdAt": _iso(model.meta.get("pulled", 0))},
+           "config": {k: v for k, v in (
+               ("format", "gguf" if facts.get("format") == "GGUF" else (main_file.name.rsplit(".", 1)[-1]
+                                                                       if main_file else "")),
+               ("architecture", facts.get("architecture")), ("quantization", facts.get("quantization")),
+               ("paramSize", human_count(facts["parameters"]) if facts.get("parameters") else None),
+               ("contextLength", facts.get("context_length"))) if v},
+           "modelfs": {"type": "layers", "diffIds": [f.digest for f in model.files]}}
+    config = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+    return config, {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": MODELPACK_ARTIFACT,
+                    "config": {"mediaType": MODELPACK_CONFIG, "digest": _sha256_bytes(config), "size": len(config)},
+                    "layers": layers}
+
+
+def image_layer(store: Store, model: Model) -> tuple:
+    """A deterministic tar layer for engines that mount only images: /models/<files> and
+    /models/model.file -> the model file. Returns (path in tmp/, digest, size)."""
+    import hashlib
+    import tarfile
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="layer-", dir=store.tmp)
+    h = hashlib.sha256()
+
+    class Hashing:                     # tarfile writes through this, so the digest comes free
+        def write(self, data):
+            h.update(data)
+            return os.write(fd, data)
+
+    with tarfile.open(fileobj=Hashing(), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({"models"} | {"models/" + os.path.dirname(f.name) for f in model.files if "/" in f.name})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for f in model.files:
+            info = tarfile.TarInfo("models/" + f.name)
+            info.size, info.mode = f.size, 0o444
+            with open(store.blob_path(f.digest), "rb") as src:
+                tar.addfile(info, src)
+        main_file = model.model_file()
+        if main_file is not None and main_file.name != "model.file":
+            info = tarfile.TarInfo("models/model.file")
+            info.type, info.linkname = tarfile.SYMTYPE, main_file.name
+            tar.addfile(info)
+    os.close(fd)
+    return path, "sha256:" + h.hexdigest(), os.path.getsize(path)
+
+
+def _sha256_bytes(data: bytes) -> str:
+    import hashlib
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_model(ctx, model: Model, target: Ref, kind: str) -> str:
+    """Upload a stored model as a ModelPack artifact (or a ramalama image) and tag it.
+    Returns the manifest digest."""
+    import json
+    store, reg = ctx.store, Registry(ctx, target.host)
+    facts = _model_facts(model)
+    mounts = _mount_sources(store, target)
+    cleanup = []
+    try:
+        if kind == "ramalama":
+            path, layer_digest, layer_size = image_layer(store, model)
+            cleanup.append(path)
+            cfg = {"architecture": "amd64", "os": "linux",
+                   "config": {"Labels": {"org.containers.type": "ai.image.model.raw"}},
+                   "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
+            config = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+            manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": OCI_IMAGE_CONFIG, "digest": _sha256_bytes(config),
+                                   "size": len(config)},
+                        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer_size}]}
+            blobs = [(layer_digest, layer_size, path)]
+        else:
+            config, manifest = modelpack_manifest(model, facts)
+            blobs = [(f.digest, f.size, store.blob_path(f.digest)) for f in model.files]
+        for digest, size, path in blobs:
+            how = reg.upload(target.name, digest, size, path=path, mount_from=mounts.get(digest),
+                             progress=ctx.progress())
+            ctx.log("blob %s: %s" % (digest, how))
+        reg.upload(target.name, manifest["config"]["digest"], len(config), data=config)
+        data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        return reg.put_manifest(target.name, target.digest or target.tag, data, OCI_MANIFEST)
+    finally:
+        for path in cleanup:
+            _unlink_quiet(path)
+
+
+def _model_facts(model: Model) -> dict:
+    main_file = model.model_file()
+    if main_file is None:
+        return {}
+    try:
+        return describe_gguf(read_gguf(os.path.join(model.path, main_file.name)))
+    except (FormatError, OSError):
+        return {}
+
+
+def _mount_sources(store: Store, target: Ref) -> dict:
+    """digest -> another repository of the same registry we pulled it from (for mounts)."""
+    sources = {}
+    for m in store.models():
+        try:
+            r = parse_ref(m.ref)
+        except RamalamaError:
+            continue
+        if r.transport == "oci" and r.host == target.host and r.name != target.name:
+            for f in m.files:
+                sources.setdefault(f.digest, r.name)
+    return sources
+
+
+TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci}
 
 
 def pull_model(ctx, ref: Ref) -> Model:
@@ -1400,7 +2123,7 @@ def pull_model(ctx, ref: Ref) -> Model:
 
 
 # ---------------------------------------------------------------------------
-# 11. gguf
+# 12. gguf
 # ---------------------------------------------------------------------------
 
 _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -1544,7 +2267,7 @@ def describe_gguf(info: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# 12. output
+# 13. output
 # ---------------------------------------------------------------------------
 
 class Progress:
@@ -1603,7 +2326,7 @@ def print_table(stream, headers: list, rows: list, noheading: bool = False) -> N
 
 
 # ---------------------------------------------------------------------------
-# 13. cli
+# 14. cli
 # ---------------------------------------------------------------------------
 
 class Context:
@@ -1627,7 +2350,7 @@ class Context:
         if self._session is None:
             tls = getattr(self.args, "tls_verify", None)
             self._session = HTTPSession(tls_verify=True if tls is None else tls,
-                                        capath=getattr(self.args, "cert_dir", None), log=self.log)
+                                        cert_dir=getattr(self.args, "cert_dir", None), log=self.log)
         return self._session
 
     def progress(self) -> Progress:
@@ -1861,6 +2584,87 @@ def cmd_prune(ctx) -> int:
     return 0
 
 
+def _registry_host(text: str) -> str:
+    """'https://quay.io/v1/' -> 'quay.io'; docker.io's aliases -> docker.io."""
+    host = (text or DOCKER_HUB).split("://", 1)[-1].split("/", 1)[0].lower()
+    if not host or " " in host:
+        raise UsageError("invalid registry %r" % text)
+    return DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host
+
+
+def cmd_push(ctx) -> int:
+    args, store = ctx.args, ctx.store
+    target = parse_ref(args.TARGET if "://" in args.TARGET else "oci://" + args.TARGET)
+    if target.transport != "oci":
+        raise UsageError("push needs an oci:// target, not %s" % (target,))
+    source = ctx.resolve(args.SOURCE)
+    if args.dryrun:
+        ctx.out.write("would push %s to %s as %s\n" % (source, target, args.type))
+        return 0
+    model = store.load(store.folder(source)) if store.exists() else None
+    if model is None:
+        if source.transport not in ("file", "http", "https"):
+            raise NotFound("%s is not in the store (pull it first)" % (source,))
+        model = pull_model(ctx, source)
+    with store.ensure().lock("store", shared=True):
+        digest = push_model(ctx, model, target, args.type)
+    ctx.info("Pushed %s to %s" % (model.ref, target))
+    ctx.out.write(digest + "\n")
+    return 0
+
+
+def _read_secret(ctx, prompt: str) -> str:
+    import getpass
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for the %s; use --password-stdin" % prompt)
+    return getpass.getpass(prompt.capitalize() + ": ")
+
+
+def cmd_login(ctx) -> int:
+    args = ctx.args
+    host = _registry_host(args.REGISTRY)
+    user = args.username
+    if not user:
+        if not sys.stdin.isatty():
+            raise UsageError("login needs --username (no terminal to ask)")
+        user = input("Username: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password is not None:
+        password = args.password
+    else:
+        password = _read_secret(ctx, "password")
+    if not user or not password:
+        raise UsageError("login needs a user name and a password")
+    reg = Registry(ctx, host)
+    reg._creds = (user, password)
+    reg.login_check()
+    path = auth_files(ctx.env, args.authfile)[0]
+    write_auth_entry(path, host, user, password)
+    ctx.out.write("Login Succeeded!\n")
+    ctx.log("credentials for %s written to %s" % (host, path))
+    return 0
+
+
+def cmd_logout(ctx) -> int:
+    args = ctx.args
+    paths = auth_files(ctx.env, args.authfile)
+    if args.all:
+        for path in paths[:1]:
+            if os.path.exists(path):
+                data = read_auth_file(path)
+                for host in list(data.get("auths") or {}):
+                    write_auth_entry(path, _normalise_auth_key(host), None)
+        ctx.out.write("Removed login credentials for all registries\n")
+        return 0
+    host = _registry_host(args.REGISTRY)
+    removed = [p for p in paths if os.path.exists(p) and write_auth_entry(p, host, None)]
+    if not removed:
+        raise NotFound("not logged in to %s" % host)
+    ctx.out.write("Removed login credentials for %s\n" % host)
+    return 0
+
+
 def cmd_later(ctx) -> int:
     raise NotImplementedYet("'%s' is not implemented yet" % ctx.args.command)
 
@@ -1916,15 +2720,15 @@ class _Parser:
 COMMANDS = (
     # names, handler, help
     (("pull",), cmd_pull, "pull models into the store"),
-    (("push",), cmd_later, "push a model to an OCI registry"),
+    (("push",), cmd_push, "push a model to an OCI registry"),
     (("run",), cmd_later, "run a model and chat with it"),
     (("serve",), cmd_later, "serve a model over an OpenAI-compatible API"),
     (("list", "ls"), cmd_list, "list the models in the store"),
     (("rm",), cmd_rm, "remove models from the store"),
     (("inspect",), cmd_inspect, "show a model's metadata"),
     (("info",), cmd_info, "show configuration, store and engine as JSON"),
-    (("login",), cmd_later, "log in to a registry"),
-    (("logout",), cmd_later, "log out of a registry"),
+    (("login",), cmd_login, "log in to a registry"),
+    (("logout",), cmd_logout, "log out of a registry"),
     (("version",), cmd_version, "show the version"),
     (("containers", "ps"), cmd_later, "list running model containers"),
     (("stop",), cmd_later, "stop a model container"),

@@ -192,3 +192,15 @@ def test_python39_runs_the_store_flow_with_vendored_tomli(pyz, tmp_path, model_f
     info = json.loads(proc.stdout)
     assert info["python"]["version"].startswith("3.9.") and info["image"] == "quay.io/x/y"
     assert info["config"]["files"] == [str(conf)]
+
+
+def test_ramalama_imports_only_the_standard_library():
+    tree = ast.parse((ROOT / "ramalama.py").read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    assert "argparse" in names and "json" in names          # the walk sees function-level imports
+    assert names - set(sys.stdlib_module_names) == {"tomli"}
