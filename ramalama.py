@@ -1557,6 +1557,7 @@ class Registry:
         self.session = ctx.session()
         self.tls_verify = getattr(ctx.args, "tls_verify", None)
         self.authfile = getattr(ctx.args, "authfile", None)
+        self.upload_chunk, self.upload_monolithic = UPLOAD_CHUNK, UPLOAD_MONOLITHIC
         self._scheme = None
         self._auth = {}            # scope -> Authorization value
         self._creds = False        # not looked up yet
@@ -1703,9 +1704,9 @@ class Registry:
             if progress:
                 progress.start("push " + digest[7:19], size)
             offset = 0
-            if size > UPLOAD_MONOLITHIC and f is not None:
+            if size > self.upload_monolithic and f is not None:
                 while offset < size:
-                    n = min(UPLOAD_CHUNK, size - offset)
+                    n = min(self.upload_chunk, size - offset)
                     f.seek(offset)
                     resp = self.request("PATCH", location, scope, ok=(202,), body=f.read(n), headers={
                         "Content-Type": "application/octet-stream", "Content-Length": str(n),
