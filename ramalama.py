@@ -930,32 +930,71 @@ class Downloader:
         """Append the body at `offset`, hashing in order; returns the bytes on disk at the end."""
         import http.client
         import socket
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         done = offset
         if self.progress:
             self.progress.start(label, total, done)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
+        hasher = _PipelinedHash(h)
         try:
             os.ftruncate(fd, offset)
             while True:
+                buf = hasher.buffer()
                 try:
                     n = resp.readinto(buf)
                 except (OSError, http.client.HTTPException, socket.timeout):
                     resp.close(reuse=False)
-                    break
+                    n = 0
                 if not n:
+                    hasher.give_back(buf)
                     break
-                os.pwrite(fd, view[:n], done)
-                h.update(view[:n])
+                os.pwrite(fd, memoryview(buf)[:n], done)
+                hasher.submit(buf, n)
                 done += n
                 if self.progress:
                     self.progress.update(done)
         finally:
+            hasher.close()
             os.close(fd)
         if self.progress:
             self.progress.finish(done == total or total is None)
         return done
+
+
+class _PipelinedHash:
+    """sha256 in a second thread, so hashing one buffer overlaps receiving and writing the
+    next (hashlib releases the GIL). Buffers cycle reader -> hasher -> reader, in order."""
+
+    def __init__(self, h, buffers: int = 4):
+        import queue
+        import threading
+        self.h = h
+        self.free, self.full = queue.Queue(), queue.Queue()
+        for _ in range(buffers):
+            self.free.put(bytearray(CHUNK))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def buffer(self) -> bytearray:
+        return self.free.get()
+
+    def give_back(self, buf: bytearray) -> None:
+        self.free.put(buf)
+
+    def submit(self, buf: bytearray, n: int) -> None:
+        self.full.put((buf, n))
+
+    def _run(self) -> None:
+        while True:
+            item = self.full.get()
+            if item is None:
+                return
+            self.h.update(memoryview(item[0])[:item[1]])
+            self.free.put(item[0])
+
+    def close(self) -> None:
+        """Wait until every submitted buffer is hashed."""
+        self.full.put(None)
+        self.thread.join()
 
 
 def _file_size(path: str) -> int:
