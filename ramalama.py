@@ -66,7 +66,6 @@ def _toml_loads(text: str) -> dict:
 # ---------------------------------------------------------------------------
 
 SYSTEM_CONFIG_DIRS = ("/usr/share/ramalama", "/etc/ramalama")
-TRANSPORT_NAMES = ("ollama", "huggingface", "oci", "file", "http", "https")
 DEFAULT_TRANSPORT = "ollama"
 OLLAMA_HOST = "registry.ollama.ai"
 DOCKER_HUB = "docker.io"
@@ -212,10 +211,15 @@ def safe_relpath(name: str) -> str:
     if not isinstance(name, str) or not name or "\0" in name or len(name) > 1024:
         raise FormatError("unsafe file name %r" % (name[:100] if isinstance(name, str) else name))
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if (name.startswith(("/", "\\")) or not parts or any(p == ".." or len(p) > 255 for p in parts)
-            or parts[-1] == REF_FILE):
+    if (name.startswith(("/", "\\")) or not parts
+            or any(p in ("..", REF_FILE) or len(p) > 255 for p in parts)):
         raise FormatError("unsafe file name %r" % name[:100])
     return "/".join(parts)
+
+
+def _sha256_bytes(data: bytes) -> str:
+    import hashlib
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str, progress=None) -> str:
@@ -589,7 +593,6 @@ class Response:
         self._session, self._key, self._conn, self.raw = session, key, conn, raw
         self.url = url
         self.status = raw.status
-        self.headers = raw.headers
 
     def header(self, name: str, default: str = None):
         return self.raw.getheader(name, default)
@@ -605,6 +608,12 @@ class Response:
 
     def readinto(self, buf) -> int:
         return self.raw.readinto(buf)
+
+    def discard(self) -> None:
+        """Drop an unwanted body (a redirect's, an error's): drained when short, else the
+        connection is closed rather than read to the end."""
+        self.raw.read(1 << 16)
+        self.close(reuse=self.raw.isclosed())
 
     def close(self, reuse: bool = True) -> None:
         if self._conn is None:
@@ -627,7 +636,7 @@ def redact(url: str) -> str:
     """URL for logs and errors: signed query strings and userinfo carry credentials."""
     from urllib.parse import urlsplit
     p = urlsplit(url)
-    return "%s://%s%s" % (p.scheme, p.hostname or "", (":%d" % p.port) if p.port else "") + p.path
+    return "%s://%s%s" % (p.scheme, p.netloc.rsplit("@", 1)[-1], p.path)
 
 
 class HTTPSession:
@@ -689,25 +698,26 @@ class HTTPSession:
     def _release(self, key, conn):
         self._pool.setdefault(key, []).append(conn)
 
-    def close(self):
-        for conns in self._pool.values():
-            for c in conns:
-                c.close()
-        self._pool.clear()
-
     # -- one exchange, no redirects
     def _send(self, method, url, headers, body):
         from urllib.parse import urlsplit
         import http.client
         p = urlsplit(url)
-        if p.scheme not in ("http", "https") or not p.hostname:
-            raise NetworkError("unsupported URL %s" % redact(url))
-        key = (p.scheme, p.hostname, p.port or (443 if p.scheme == "https" else 80))
+        try:
+            port = p.port
+        except ValueError:
+            port = -1
+        if p.scheme not in ("http", "https") or not p.hostname or port == -1:
+            raise NetworkError("unsupported URL %s" % url.split("?")[0][:200])
+        key = (p.scheme, p.hostname, port or (443 if p.scheme == "https" else 80))
         target = (p.path or "/") + ("?" + p.query if p.query else "")
         hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         hdrs.update(headers or {})
+        start = body.tell() if hasattr(body, "seek") else None
         while True:
             conn, reused = self._acquire(key)
+            if start is not None:
+                body.seek(start)            # a resent streamed body starts where it started
             try:
                 conn.request(method, target, body=body, headers=hdrs)
                 raw = conn.getresponse()
@@ -728,8 +738,8 @@ class HTTPSession:
                 ok=(200,), auth: str = None, retries: int = None) -> Response:
         """Send a request, following redirects and retrying transient failures.
 
-        `ok` lists the statuses returned to the caller; others raise HTTPStatusError after
-        retries. `auth` is an Authorization value valid for the origin of `url` only. `body`
+        `ok` lists the statuses returned to the caller (a redirect status listed there is
+        returned, not followed); others raise HTTPStatusError after retries. `auth` is an Authorization value valid for the origin of `url` only. `body`
         is bytes or a file object (streamed; requests with a body are never retried).
         """
         import socket
@@ -750,7 +760,7 @@ class HTTPSession:
                     resp = self._send(meth, current, hdrs, body if meth == method else None)
                     if resp.status in (301, 302, 303, 307, 308) and resp.status not in ok:
                         location = resp.header("Location")
-                        resp.read(1 << 16)
+                        resp.discard()
                         hops += 1
                         if not location or hops > MAX_REDIRECTS:
                             raise NetworkError("%s: too many redirects" % redact(url))
@@ -762,20 +772,24 @@ class HTTPSession:
             except ssl.SSLCertVerificationError as e:
                 raise NetworkError("%s: TLS certificate verification failed (%s); add the CA with "
                                    "--cert-dir or SSL_CERT_FILE, or use --tls-verify=false"
-                                   % (redact(current), e.verify_message or e.reason))
+                                   % (redact(current), e.verify_message or e.reason)) from e
+            except ValueError as e:          # a malformed Location header
+                raise NetworkError("%s: bad redirect (%s)" % (redact(url), e)) from e
             except (OSError, http.client.HTTPException, socket.timeout) as e:
                 # Refused connections and unknown hosts will not heal in seconds: fail fast.
                 if (attempt >= retries or method not in ("GET", "HEAD")
                         or isinstance(e, (ConnectionRefusedError, socket.gaierror))):
-                    raise NetworkError("%s: %s" % (redact(current), _describe_oserror(e)))
+                    raise NetworkError("%s: %s" % (redact(current), _describe_oserror(e))) from e
                 self._wait(attempt, None, "%s: %s" % (redact(current), _describe_oserror(e)))
                 attempt += 1
                 continue
             if resp.status in ok:
+                if method == "HEAD":
+                    resp.close()             # no body: the connection goes back to the pool
                 return resp
             if resp.status in RETRY_STATUSES and attempt < retries and method in ("GET", "HEAD"):
                 retry_after = resp.header("Retry-After")
-                resp.read(1 << 16)
+                resp.discard()
                 self._wait(attempt, retry_after, "%s: HTTP %d" % (redact(current), resp.status))
                 attempt += 1
                 continue
@@ -831,8 +845,9 @@ class Downloader:
 
     The partial file tmp/<key>.partial and its state tmp/<key>.json (URL validator and total)
     survive a kill; a rerun asks for the remaining bytes with Range and trusts only a matching
-    Content-Range. The whole transfer is one part today; parts are planned by `plan_parts`, the
-    seam parallel ranged downloads use.
+    Content-Range. One process at a time works on a key (flock on locks/<key>), and the
+    verified file is consumed (published, or unpacked) before that lock is released. The
+    transfer is one stream today; `_transfer` is where ranged parts will plug in.
     """
 
     def __init__(self, session: HTTPSession, store: "Store", progress=None):
@@ -841,18 +856,29 @@ class Downloader:
         self.progress = progress
 
     def fetch(self, url: str, key: str, label: str, digest: str = None, size: int = None,
-              auth: str = None) -> "Fetched":
-        """Download to tmp/<key>.partial and verify `digest`/`size` when given."""
+              auth: str = None, consume=None, on_wait=None) -> "Fetched":
+        """Download, verify `digest`/`size` when given, then `consume(path, hexdigest)` under
+        the key's lock (default: publish into blobs/). A blob already stored is not fetched."""
+        consume = consume or (lambda path, hexdigest: self.store.publish_blob(path, hexdigest))
+        with self.store.lock(key, on_wait=on_wait):
+            if digest and self.store.has_blob(digest):
+                return Fetched(self.store.blob_path(digest), parse_digest(digest), size, None)
+            got = self._verified(url, key, label, digest, size, auth)
+            try:
+                consume(got.path, got.hexdigest)
+            finally:
+                _unlink_quiet(got.path)
+            return got
+
+    def _verified(self, url, key, label, digest, size, auth) -> "Fetched":
         partial = self.store.tmp_path(key + ".partial")
         state_path = self.store.tmp_path(key + ".json")
         state = self._load_state(state_path, url)
         for fresh_start in (False, True):
             if fresh_start:
                 state = {}
-            hexdigest, total = self._transfer(url, partial, state, state_path, label, size, auth)
-            if size is not None and total != size:
-                raise DigestMismatch("%s: expected %d bytes, got %d" % (label, size, total))
-            if digest is None or hexdigest == parse_digest(digest):
+            hexdigest, total = self._transfer(url, partial, state, state_path, label, auth)
+            if (size is None or total == size) and (digest is None or hexdigest == parse_digest(digest)):
                 os.unlink(state_path)
                 return Fetched(partial, hexdigest, total, state.get("validator"))
             if not state.get("resumed"):
@@ -860,6 +886,8 @@ class Downloader:
             # A resumed file that fails its digest may have a damaged prefix: start over once.
         _unlink_quiet(partial)
         _unlink_quiet(state_path)
+        if size is not None and total != size:
+            raise DigestMismatch("%s: expected %d bytes, got %d" % (label, size, total))
         raise DigestMismatch("%s: content hashes to sha256:%s, expected %s" % (label, hexdigest, digest))
 
     @staticmethod
@@ -872,7 +900,7 @@ class Downloader:
             return {}
         return state if isinstance(state, dict) and state.get("url") == url else {}
 
-    def _transfer(self, url, partial, state, state_path, label, size, auth):
+    def _transfer(self, url, partial, state, state_path, label, auth):
         """Run one download to completion, resuming after dropped connections."""
         import hashlib
         import json
@@ -904,15 +932,16 @@ class Downloader:
                 h = hashlib.sha256()
                 if offset:
                     _hash_prefix(partial, offset, h)
-                done = self._stream(resp, partial, offset, h, total, label)
-            if total is None or done == total:
+                done, clean = self._stream(resp, partial, offset, h, total, label)
+            # Without a length only a clean end of the body means complete.
+            if clean and (total is None or done == total):
                 return h.hexdigest(), done
             attempts += 1                                 # short body: ask for the rest
+            of = human_size(total) if total is not None else "an unknown size"
             if attempts > self.session.retries:
-                raise NetworkError("%s: connection keeps dropping at %s of %s"
-                                   % (label, human_size(done), human_size(total)))
-            self.session._wait(attempts - 1, None, "%s: connection dropped at %d of %d bytes"
-                               % (label, done, total))
+                raise NetworkError("%s: connection keeps dropping at %s of %s" % (label, human_size(done), of))
+            self.session._wait(attempts - 1, None, "%s: connection dropped at %s of %s"
+                               % (label, human_size(done), of))
 
     @staticmethod
     def _continuation(resp, offset):
@@ -926,8 +955,9 @@ class Downloader:
         length = resp.header("Content-Length")
         return (int(length) if length and length.isdigit() else None), 0
 
-    def _stream(self, resp, partial, offset, h, total, label) -> int:
-        """Append the body at `offset`, hashing in order; returns the bytes on disk at the end."""
+    def _stream(self, resp, partial, offset, h, total, label) -> tuple:
+        """Append the body at `offset`, hashing in order. Returns (bytes on disk at the end,
+        whether the body ended cleanly rather than with a dropped connection)."""
         import http.client
         import socket
         done = offset
@@ -935,6 +965,7 @@ class Downloader:
             self.progress.start(label, total, done)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
         hasher = _PipelinedHash(h)
+        clean = True
         try:
             os.ftruncate(fd, offset)
             while True:
@@ -943,7 +974,7 @@ class Downloader:
                     n = resp.readinto(buf)
                 except (OSError, http.client.HTTPException, socket.timeout):
                     resp.close(reuse=False)
-                    n = 0
+                    n, clean = 0, False
                 if not n:
                     hasher.give_back(buf)
                     break
@@ -956,8 +987,8 @@ class Downloader:
             hasher.close()
             os.close(fd)
         if self.progress:
-            self.progress.finish(done == total or total is None)
-        return done
+            self.progress.finish(clean and (done == total or total is None))
+        return done, clean
 
 
 class _PipelinedHash:
@@ -1105,6 +1136,9 @@ class Store:
         """Move a verified file into blobs/ without ever replacing an existing blob (a link
         fails with EEXIST instead), so every model keeps sharing one inode."""
         final = os.path.join(self.blobs, hexdigest)
+        if os.path.exists(final):
+            os.unlink(tmp_file)
+            return final
         fd = os.open(tmp_file, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -1124,78 +1158,73 @@ class Store:
         return final
 
     def import_file(self, src: str, progress=None) -> tuple:
-        """Bring a local file in: hardlink it when it shares our filesystem (no copy), else
-        copy it. Returns (hexdigest, size). The bytes hashed are the bytes published."""
-        import tempfile
-        fd, tmp_file = tempfile.mkstemp(prefix="import-", dir=self.tmp)
-        os.close(fd)
+        """Bring a local file in: hardlink it when it is ours and on our filesystem (no copy;
+        the shared inode becomes the read-only blob), else copy it. Returns (hexdigest, size);
+        the bytes hashed are the bytes published."""
+        tmp_file = os.path.join(self.tmp, "import-%d-%s" % (os.getpid(), os.urandom(6).hex()))
         try:
-            try:
-                os.unlink(tmp_file)
-                os.link(src, tmp_file)
-            except OSError as e:
-                if e.errno not in _NO_LINK_ERRNOS:
-                    raise
+            if os.geteuid() in (0, os.stat(src).st_uid):
+                self.link_or_copy(src, tmp_file)
+            else:                       # another user's file: linking would chmod their inode
                 self._copy(src, tmp_file)
             hexdigest = sha256_file(tmp_file, progress)
             size = os.stat(tmp_file).st_size
-            if os.path.exists(os.path.join(self.blobs, hexdigest)):
-                os.unlink(tmp_file)
-            else:
-                self.publish_blob(tmp_file, hexdigest)
+            self.publish_blob(tmp_file, hexdigest)
             return hexdigest, size
         except BaseException:
             _unlink_quiet(tmp_file)
             raise
 
+    def link_or_copy(self, src: str, dst: str) -> None:
+        """Hardlink, or copy where the filesystem cannot link (EXDEV, EPERM, ...)."""
+        try:
+            os.link(src, dst)
+        except OSError as e:
+            if e.errno not in _NO_LINK_ERRNOS:
+                raise
+            self._copy(src, dst)
+
     def _copy(self, src: str, dst: str) -> None:
         import shutil
         if not self._said_copy:
-            self.log("cannot hardlink %s into the store (different filesystem); copying" % src)
+            self.log("cannot hardlink %s into the store; copying" % src)
             self._said_copy = True
         shutil.copyfile(src, dst)       # sendfile/copy_file_range under the hood on Linux
 
     # -- model folders
     def folder(self, ref: Ref) -> str:
-        return os.path.join(self.repos, *ref.folder())
+        parts = ref.folder()
+        if any(p in ("", ".", "..", REF_FILE) or "\0" in p for p in parts):
+            raise UsageError("cannot store %s: its name has a reserved path component" % (ref,))
+        return os.path.join(self.repos, *parts)
 
     def publish_model(self, ref: Ref, files: list, meta: dict) -> Model:
-        """Build the folder in tmp/ (links + .ref.json), then rename it into place."""
+        """Build the folder in tmp/ (links + .ref.json), then move it into place in one step:
+        a new folder by rename, a replacement by an atomic exchange with the old one."""
         import tempfile
         import shutil
         dest = self.folder(ref)
-        self._refuse_nesting(dest)
-        build = tempfile.mkdtemp(prefix="model-", dir=self.tmp)
-        try:
-            for spec in files:
-                target = os.path.join(build, safe_relpath(spec.name))
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                self._link(self.blob_path(spec.digest), target)
-            record = dict(meta, version=REF_VERSION, ref=str(ref), pulled=time.time(),
-                          files=[dict(name=f.name, digest=f.digest, size=f.size, role=f.role,
-                                      media_type=f.media_type) for f in files])
-            _write_json_atomic(os.path.join(build, REF_FILE), record, fsync=True)
-            os.chmod(build, 0o755)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            old = None
-            if os.path.lexists(dest):
-                old = tempfile.mkdtemp(prefix="old-", dir=self.tmp)
-                os.rename(dest, os.path.join(old, "m"))
-            os.rename(build, dest)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
+        with self.lock("model-" + _sha256_bytes(dest.encode())[7:39]):
+            self._refuse_nesting(dest)
+            build = tempfile.mkdtemp(prefix="model-", dir=self.tmp)
+            try:
+                for spec in files:
+                    target = os.path.join(build, safe_relpath(spec.name))
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    self.link_or_copy(self.blob_path(spec.digest), target)
+                record = dict(meta, version=REF_VERSION, ref=str(ref), pulled=time.time(),
+                              files=[dict(name=f.name, digest=f.digest, size=f.size, role=f.role,
+                                          media_type=f.media_type) for f in files])
+                _write_json_atomic(os.path.join(build, REF_FILE), record, fsync=True)
+                os.chmod(build, 0o755)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                if os.path.lexists(dest):
+                    _exchange(build, dest)      # build now holds the old folder
+                else:
+                    os.rename(build, dest)
+            finally:
+                shutil.rmtree(build, ignore_errors=True)
             return Model(str(ref), dest, record)
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
-
-    def _link(self, blob: str, target: str) -> None:
-        try:
-            os.link(blob, target)
-        except OSError as e:
-            if e.errno not in _NO_LINK_ERRNOS:
-                raise
-            self._copy(blob, target)
 
     def _refuse_nesting(self, dest: str) -> None:
         """Model folders never contain one another, so renaming one never moves another."""
@@ -1211,20 +1240,27 @@ class Store:
                     raise StoreError("%s would hide other models stored below it" % dest)
 
     def load(self, path: str):
-        """The Model in folder `path`, or None when there is none."""
+        """The Model in folder `path`, or None when there is none. Everything a command will
+        turn into a path or a number is checked here, so a damaged .ref.json is one error."""
         import json
         try:
             with open(os.path.join(path, REF_FILE), "rb") as f:
                 meta = json.loads(f.read())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise StoreError("%s: unreadable %s: %s" % (path, REF_FILE, e))
-        if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
-            raise StoreError("%s: malformed %s" % (path, REF_FILE))
-        if meta.get("version", 0) > REF_VERSION:
-            raise StoreError("%s was written by a newer ramalama.pyz (layout version %s)"
-                             % (path, meta.get("version")))
+        version = meta.get("version") if isinstance(meta, dict) else None
+        if isinstance(version, int) and version > REF_VERSION:
+            raise StoreError("%s was written by a newer ramalama.pyz (layout version %s)" % (path, version))
+        try:
+            assert isinstance(version, int) and isinstance(meta["files"], list)
+            assert isinstance(meta.get("ref", ""), str) and isinstance(meta.get("pulled", 0), (int, float))
+            for f in meta["files"]:
+                assert isinstance(f["size"], int) and f["name"] == safe_relpath(f["name"])
+                parse_digest(f["digest"])
+        except (AssertionError, KeyError, TypeError, FormatError):
+            raise StoreError("%s: malformed %s (run `ramalama fsck`, or pull the model again)" % (path, REF_FILE))
         return Model(meta.get("ref", path), path, meta)
 
     def get(self, ref: Ref) -> Model:
@@ -1233,8 +1269,9 @@ class Store:
             raise NotFound("%s is not in the store (pull it first)" % (ref,))
         return model
 
-    def models(self):
-        """Every model folder below repos/, in directory order."""
+    def models(self, broken: list = None):
+        """Every model folder below repos/, in directory order. With a `broken` list, folders
+        whose .ref.json cannot be read are appended there as (path, error) instead of raising."""
         stack = [self.repos]
         while stack:
             path = stack.pop()
@@ -1242,8 +1279,14 @@ class Store:
                 entries = list(os.scandir(path))
             except FileNotFoundError:
                 continue
-            if any(e.name == REF_FILE for e in entries):
-                model = self.load(path)
+            if any(e.name == REF_FILE and e.is_file(follow_symlinks=False) for e in entries):
+                try:
+                    model = self.load(path)
+                except StoreError as e:
+                    if broken is None:
+                        raise
+                    broken.append((path, str(e)))
+                    continue
                 if model is not None:
                     yield model
                 continue
@@ -1285,7 +1328,8 @@ class Store:
 
     def blob_digests(self) -> list:
         try:
-            return ["sha256:" + n for n in sorted(os.listdir(self.blobs)) if len(n) == 64]
+            return ["sha256:" + n for n in sorted(os.listdir(self.blobs))
+                    if len(n) == 64 and not n.strip("0123456789abcdef")]
         except FileNotFoundError:
             return []
 
@@ -1331,7 +1375,8 @@ class Store:
             if "sha256:" + actual != digest:
                 bad.add(digest)
                 problems.append("blob %s is corrupt: its content hashes to sha256:%s" % (digest, actual))
-        for model in self.models():
+        unreadable = []
+        for model in self.models(unreadable):
             broken = []
             for f in model.files:
                 where = os.path.join(model.path, f.name)
@@ -1347,15 +1392,21 @@ class Store:
                     problems.append("%s: %s differs from blob %s" % (model.ref, f.name, f.digest))
             if repair and broken:
                 self._mark_damaged(model, broken)
+        problems += [error for _path, error in unreadable]
         if repair:
-            self._quarantine(bad)
+            self._quarantine(bad, [path for path, _error in unreadable])
         return problems
 
-    def _quarantine(self, digests) -> None:
+    def _quarantine(self, digests, folders) -> None:
+        """Move corrupt blobs and unreadable model folders aside into quarantine/."""
         qdir = os.path.join(self.root, "quarantine")
         os.makedirs(qdir, exist_ok=True)
+        stamp = int(time.time())
         for digest in digests:
-            os.rename(self.blob_path(digest), os.path.join(qdir, "sha256-%s-%d" % (digest[7:], time.time())))
+            os.rename(self.blob_path(digest), os.path.join(qdir, "sha256-%s-%d" % (digest[7:], stamp)))
+        for path in folders:
+            os.rename(path, os.path.join(qdir, "model-%s-%d" % (os.path.relpath(path, self.repos).replace("/", "_"), stamp)))
+            self._remove_empty_parents(os.path.dirname(path))
 
     def _mark_damaged(self, model: Model, names: list) -> None:
         for name in names:
@@ -1365,6 +1416,29 @@ class Store:
 
 
 _NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two paths atomically: renameat2(RENAME_EXCHANGE) on Linux. Where that is missing,
+    two renames, putting b back if the second fails."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0:    # AT_FDCWD, EXCHANGE
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), b)
+    except AttributeError:
+        pass                                  # no renameat2 in this libc
+    aside = a + ".old"
+    os.rename(b, aside)
+    try:
+        os.rename(a, b)
+    except BaseException:
+        os.rename(aside, b)
+        raise
+    os.rename(aside, a)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -1497,17 +1571,21 @@ def find_credentials(env: dict, host: str, repo: str = "", authfile: str = None,
     import base64
     for path in auth_files(env, authfile):
         data = read_auth_file(path)
-        auths = {_normalise_auth_key(k): v for k, v in (data.get("auths") or {}).items() if isinstance(v, dict)}
+        auths = data.get("auths") or {}
+        helpers = data.get("credHelpers") or {}
+        if not isinstance(auths, dict) or not isinstance(helpers, dict):
+            raise ConfigError("%s: 'auths' and 'credHelpers' must be JSON objects" % path)
+        auths = {_normalise_auth_key(k): v for k, v in auths.items() if isinstance(v, dict)}
         for key in auth_keys(host, repo):
             entry = auths.get(_normalise_auth_key(key))
-            if entry and entry.get("auth"):
+            if entry and isinstance(entry.get("auth"), str) and entry["auth"]:
                 try:
                     user, _, secret = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
                 except (ValueError, UnicodeDecodeError):
                     raise ConfigError("%s: the entry for %s is not base64 user:password" % (path, key))
                 return user, secret
-        helper = (data.get("credHelpers") or {}).get(host) or data.get("credsStore")
-        if helper:
+        helper = helpers.get(host) or data.get("credsStore")
+        if isinstance(helper, str) and helper:
             found = _credential_helper(helper, host, run)
             if found:
                 return found
@@ -1524,7 +1602,10 @@ def _credential_helper(helper: str, host: str, run=None):
     if not exe:
         return None
     server = "https://index.docker.io/v1/" if host == DOCKER_HUB else host
-    proc = (run or subprocess.run)([exe, "get"], input=server.encode(), capture_output=True, timeout=60)
+    try:
+        proc = (run or subprocess.run)([exe, "get"], input=server.encode(), capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     if proc.returncode != 0:
         return None
     try:
@@ -1599,29 +1680,33 @@ class Registry:
         self.upload_chunk, self.upload_monolithic = UPLOAD_CHUNK, UPLOAD_MONOLITHIC
         self._scheme = None
         self._auth = {}            # scope -> Authorization value
-        self._creds = False        # not looked up yet
+        self._creds = {}           # repository -> (user, secret) or None, looked up once
 
     @property
     def base(self) -> str:
         """https, except that loopback registries and --tls-verify=false may speak plain HTTP
-        (as docker does): tried once, remembered for this client."""
+        (as docker does): when the TLS handshake itself fails, plain HTTP is used from then on."""
         if self._scheme is None:
+            import ssl
+            import http.client
             self._scheme = "https"
             if self.tls_verify is False or _is_loopback(self.api_host):
                 try:
                     self.session.request("GET", "https://%s/v2/" % self.api_host, ok=(200, 401, 404),
-                                         retries=0).read()
+                                         retries=0).discard()
                 except NetworkError as e:
-                    if "certificate verification" in str(e):
+                    cause = e.__cause__
+                    if isinstance(cause, ssl.SSLCertVerificationError) or not isinstance(
+                            cause, (ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
                         raise
                     self.ctx.log("%s does not speak TLS; using plain HTTP" % self.api_host)
                     self._scheme = "http"
         return "%s://%s" % (self._scheme, self.api_host)
 
-    def credentials(self):
-        if self._creds is False:
-            self._creds = find_credentials(self.ctx.env, self.host, "", self.authfile)
-        return self._creds
+    def credentials(self, repo: str = ""):
+        if repo not in self._creds:
+            self._creds[repo] = find_credentials(self.ctx.env, self.host, repo, self.authfile)
+        return self._creds[repo]
 
     def request(self, method: str, path: str, scope: str, headers: dict = None, ok=(200,), body=None,
                 repo: str = "") -> Response:
@@ -1640,14 +1725,14 @@ class Registry:
                 break
             self._auth[scope] = self._authorize(challenge, scope, repo)
         raise AuthError("%s: credentials rejected%s" % (
-            self.host, "" if self.credentials() else "; run `ramalama login %s`" % self.host))
+            self.host, "" if self.credentials(repo) else "; run `ramalama login %s`" % self.host))
 
     def _authorize(self, challenge: str, scope: str, repo: str) -> str:
         import base64
         import json
         from urllib.parse import urlencode
         scheme, params = parse_challenge(challenge)
-        creds = self.credentials()
+        creds = self.credentials(repo)
         basic = "Basic " + base64.b64encode(("%s:%s" % creds).encode()).decode() if creds else None
         if scheme == "basic":
             if not basic:
@@ -1655,6 +1740,9 @@ class Registry:
             return basic
         if scheme != "bearer" or not params.get("realm"):
             raise AuthError("%s: unsupported authentication challenge %r" % (self.host, challenge[:80]))
+        if basic and not params["realm"].startswith("https://") and not (
+                self.tls_verify is False or _is_loopback(self.api_host)):
+            raise AuthError("%s: refusing to send credentials to a plain-HTTP token service" % self.host)
         query = {k: v for k, v in (("service", params.get("service")), ("scope", scope)) if v}
         realm = params["realm"] + ("&" if "?" in params["realm"] else "?") + urlencode(query)
         resp = self.session.request("GET", realm, ok=(200, 401, 403), auth=basic)
@@ -1677,11 +1765,10 @@ class Registry:
     # -- reading
     def manifest(self, name: str, reference: str) -> tuple:
         """(parsed manifest, media type, digest) of name:reference, digest-checked."""
-        import hashlib
         resp = self.request("GET", "/v2/%s/manifests/%s" % (name, reference), _scope(name),
                             headers={"Accept": ", ".join(MANIFEST_TYPES)}, repo=name)
         data = resp.read(MAX_MANIFEST)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = _sha256_bytes(data)
         announced = resp.header("Docker-Content-Digest") or ""
         if (reference.startswith("sha256:") and digest != reference) or (
                 announced.startswith("sha256:") and announced != digest):
@@ -1697,22 +1784,30 @@ class Registry:
 
     def blob_bytes(self, name: str, desc: dict, limit: int = MAX_MANIFEST) -> bytes:
         """A small blob (a config), digest-checked."""
-        import hashlib
         digest = desc.get("digest", "")
         resp = self.request("GET", self.blob_url(name, digest), _scope(name), repo=name)
         data = resp.read(limit)
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if _sha256_bytes(data) != digest:
             raise DigestMismatch("%s/%s: blob %s does not match its digest" % (self.host, name, digest))
         return data
 
-    def download(self, name: str, desc: dict, label: str):
-        """Fetch a blob into tmp/ (resumable, verified); the caller publishes or unpacks it."""
+    def download(self, name: str, desc: dict, label: str, consume=None):
+        """Fetch a blob (resumable, verified) and consume it under its lock: by default it is
+        published into blobs/. An expired token mid-way is renewed once and the download resumes."""
         digest, size = desc["digest"], desc.get("size")
-        url = self.blob_url(name, digest)
-        self.request("HEAD", url, _scope(name), ok=(200,), repo=name)     # settles auth first
-        return Downloader(self.session, self.ctx.store, self.ctx.progress()).fetch(
-            url, "blob-" + parse_digest(digest), label, digest=digest,
-            size=size if isinstance(size, int) else None, auth=self._auth.get(_scope(name)))
+        url, scope = self.blob_url(name, digest), _scope(name)
+        for attempt in (0, 1):
+            # settles auth first; the redirect to a CDN is not followed here
+            self.request("HEAD", url, scope, ok=(200, 301, 302, 303, 307, 308), repo=name)
+            try:
+                return Downloader(self.session, self.ctx.store, self.ctx.progress()).fetch(
+                    url, "blob-" + parse_digest(digest), label, digest=digest, size=size,
+                    auth=self._auth.get(scope), consume=consume,
+                    on_wait=lambda: self.ctx.info("%s: another pull is downloading it; waiting" % label))
+            except HTTPStatusError as e:
+                if e.status != 401 or attempt:
+                    raise
+                self._auth.pop(scope, None)
 
     # -- writing
     def has_blob(self, name: str, digest: str) -> bool:
@@ -1772,11 +1867,10 @@ class Registry:
         return "uploaded"
 
     def put_manifest(self, name: str, tag: str, data: bytes, media_type: str) -> str:
-        import hashlib
         resp = self.request("PUT", "/v2/%s/manifests/%s" % (name, tag), _scope(name, push=True), ok=(200, 201),
                             body=data, headers={"Content-Type": media_type, "Content-Length": str(len(data))})
         resp.read(1 << 16)
-        return "sha256:" + hashlib.sha256(data).hexdigest()
+        return _sha256_bytes(data)
 
 
 def _scope(name: str, push: bool = False) -> str:
@@ -1825,7 +1919,12 @@ def plan_layers(manifest: dict, config: dict) -> tuple:
     """(format name, [Layer]) for a model artifact or image; FormatError naming the media
     types when it is none of ModelPack, Docker Model Runner, Ollama, omlmd or ramalama image."""
     cfg_type = (manifest.get("config") or {}).get("mediaType", "")
-    layers = [d for d in manifest.get("layers") or [] if isinstance(d, dict)]
+    layers = manifest.get("layers") or []
+    for d in layers:
+        if not isinstance(d, dict) or not isinstance(d.get("size"), int) or d["size"] < 0 \
+                or not isinstance(d.get("mediaType", ""), str):
+            raise FormatError("malformed layer descriptor in the manifest")
+        parse_digest(d.get("digest", ""))
     types = [d.get("mediaType", "") for d in layers]
     plans = []
     if (manifest.get("artifactType") == MODELPACK_ARTIFACT or cfg_type == MODELPACK_CONFIG
@@ -1880,6 +1979,7 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
     import posixpath
     import tarfile
     import tempfile
+    import zlib
     found, links = {}, {}
     try:
         with tarfile.open(path, "r:gz" if gzip else "r:") as tar:
@@ -1912,7 +2012,7 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
                         out.write(chunk)
                 store.publish_blob(tmp_file, h.hexdigest())
                 found[name] = (h.hexdigest(), m.size)
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise
         raise FormatError("layer is not a readable tar archive: %s" % e)
@@ -1968,9 +2068,8 @@ def pull_url(ctx, ref: Ref) -> tuple:
         except NetworkError as e:
             ctx.log("HEAD %s failed (%s); downloading" % (redact(url), e))
     key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
-    with store.lock(key, on_wait=lambda: ctx.info("%s: another pull is downloading it; waiting" % name)):
-        got = Downloader(ctx.session(), store, ctx.progress()).fetch(url, key, name)
-        store.publish_blob(got.path, got.hexdigest)
+    got = Downloader(ctx.session(), store, ctx.progress()).fetch(
+        url, key, name, on_wait=lambda: ctx.info("%s: another pull is downloading it; waiting" % name))
     return ([FileSpec(name, "sha256:" + got.hexdigest, got.size, file_role(name), "")],
             {"url": url, "validator": got.validator})
 
@@ -1997,16 +2096,14 @@ def pull_oci(ctx, ref: Ref) -> tuple:
     for plan in plans:
         desc = plan.desc
         if plan.kind == "raw":
-            if not store.has_blob(desc.get("digest", "")):
-                got = reg.download(ref.name, desc, plan.name)
-                store.publish_blob(got.path, got.hexdigest)
-            files.append(FileSpec(plan.name, desc["digest"], desc.get("size", 0), plan.role, desc.get("mediaType", "")))
+            if not store.has_blob(desc["digest"]):
+                reg.download(ref.name, desc, plan.name)
+            files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
             continue
-        got = reg.download(ref.name, desc, plan.name or "layer " + desc["digest"][7:19])
-        try:
-            unpacked = unpack_layer(store, got.path, plan.kind.endswith("gzip"), plan.kind.startswith("image"))
-        finally:
-            _unlink_quiet(got.path)
+        unpacked = []
+        reg.download(ref.name, desc, plan.name or "layer " + desc["digest"][7:19],
+                     consume=lambda path, _hex, kind=plan.kind: unpacked.extend(
+                         unpack_layer(store, path, kind.endswith("gzip"), kind.startswith("image"))))
         prefix = (plan.name + "/") if plan.name and len(unpacked) > 1 else ""
         for name, hexdigest, size, role in unpacked:
             if len(unpacked) == 1 and plan.name:
@@ -2082,11 +2179,6 @@ def image_layer(store: Store, model: Model) -> tuple:
     return path, "sha256:" + h.hexdigest(), os.path.getsize(path)
 
 
-def _sha256_bytes(data: bytes) -> str:
-    import hashlib
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def push_model(ctx, model: Model, target: Ref, kind: str) -> str:
     """Upload a stored model as a ModelPack artifact (or a ramalama image) and tag it.
     Returns the manifest digest."""
@@ -2157,7 +2249,10 @@ def pull_model(ctx, ref: Ref) -> Model:
     if puller is None:
         raise NotImplementedYet("pulling %s:// models is not implemented yet" % ref.transport)
     store = ctx.store.ensure()
-    with store.lock("store", shared=True, on_wait=lambda: ctx.info("waiting for rm/prune to finish")):
+    folder_key = _sha256_bytes(store.folder(ref).encode())[7:39]
+    with store.lock("store", shared=True, on_wait=lambda: ctx.info("waiting for rm/prune to finish")), \
+            store.lock("pull-" + folder_key, on_wait=lambda: ctx.info("%s: another pull is running; waiting" % (ref,))):
+        # one pull per model at a time: the second finds the first's result up to date
         files, meta = puller(ctx, ref)
         return store.publish_model(ref, files, meta)
 
@@ -2277,7 +2372,8 @@ def read_gguf(path: str, keep_arrays: bool = False) -> dict:
 def describe_gguf(info: dict) -> dict:
     """The facts `inspect` shows, from read_gguf's result."""
     meta = info["metadata"]
-    arch = meta.get("general.architecture", "")
+    arch = meta.get("general.architecture")
+    arch = arch if isinstance(arch, str) else ""
     params = 0
     counts = {}
     for _name, dims, ttype, _off in info["tensors"]:
@@ -2432,16 +2528,15 @@ def cmd_pull(ctx) -> int:
     return failed.exit_code if failed else 0
 
 
-def _list_rows(ctx, models: list) -> list:
-    now = ctx.clock()
+def _sorted(models: list, by: str) -> list:
     key = {"name": lambda m: m.ref, "size": lambda m: -m.size,
-           "modified": lambda m: -m.meta.get("pulled", 0)}[ctx.args.sort]
+           "modified": lambda m: -m.meta.get("pulled", 0)}[by]
     return sorted(models, key=key)
 
 
 def cmd_list(ctx) -> int:
     store = ctx.store
-    models = _list_rows(ctx, list(store.models()) if store.exists() else [])
+    models = _sorted(list(store.models()) if store.exists() else [], ctx.args.sort)
     if ctx.args.json:
         import json
         json.dump([{"name": m.ref, "modified": _iso(m.meta.get("pulled", 0)), "size": m.size,
@@ -2479,7 +2574,7 @@ def cmd_rm(ctx) -> int:
                 if not args.ignore:
                     ctx.err.write("Error: %s\n" % e)
                     failed = failed or e
-        for model in targets:
+        for model in {m.path: m for m in targets}.values():       # each folder once
             freed = store.remove(model)
             ctx.info("Removed %s%s" % (model.ref, " (freed %s)" % human_size(freed) if freed else ""))
     return failed.exit_code if failed else 0
@@ -2594,11 +2689,10 @@ def cmd_fsck(ctx) -> int:
         ctx.info("store %s is empty" % store.root)
         return 0
     progress = ctx.progress() if not ctx.args.json else Progress(ctx.err, "quiet")
-    if ctx.args.repair:
-        with store.lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
-            problems = store.fsck(True, progress)
-    else:
-        problems = store.fsck(False, progress)
+    # --repair changes models, so it waits for pulls; a check only keeps rm and prune out
+    with store.ensure().lock("store", shared=not ctx.args.repair,
+                             on_wait=lambda: ctx.info("waiting for other ramalama commands to finish")):
+        problems = store.fsck(ctx.args.repair, progress)
     if ctx.args.json:
         import json
         json.dump({"problems": problems, "repaired": bool(ctx.args.repair and problems)}, ctx.out, indent=2)
@@ -2617,7 +2711,7 @@ def cmd_prune(ctx) -> int:
     if not store.exists():
         ctx.out.write("Freed 0 B\n")
         return 0
-    with store.lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
+    with store.ensure().lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
         freed, nblobs, ntmp = store.prune()
     ctx.out.write("Freed %s (%d unreferenced blob%s, %d temporary file%s)\n"
                   % (human_size(freed), nblobs, "" if nblobs == 1 else "s", ntmp, "" if ntmp == 1 else "s"))
@@ -2641,19 +2735,17 @@ def cmd_push(ctx) -> int:
     if args.dryrun:
         ctx.out.write("would push %s to %s as %s\n" % (source, target, args.type))
         return 0
-    model = store.load(store.folder(source)) if store.exists() else None
-    if model is None:
-        if source.transport not in ("file", "http", "https"):
-            raise NotFound("%s is not in the store (pull it first)" % (source,))
-        model = pull_model(ctx, source)
+    if source.transport in ("file", "http", "https") and (
+            not store.exists() or store.load(store.folder(source)) is None):
+        pull_model(ctx, source)                 # local files and URLs are pulled on the way
     with store.ensure().lock("store", shared=True):
-        digest = push_model(ctx, model, target, args.type)
-    ctx.info("Pushed %s to %s" % (model.ref, target))
+        digest = push_model(ctx, store.get(source), target, args.type)
+    ctx.info("Pushed %s to %s" % (source, target))
     ctx.out.write(digest + "\n")
     return 0
 
 
-def _read_secret(ctx, prompt: str) -> str:
+def _read_secret(prompt: str) -> str:
     import getpass
     if not sys.stdin.isatty():
         raise UsageError("no terminal to ask for the %s; use --password-stdin" % prompt)
@@ -2667,17 +2759,20 @@ def cmd_login(ctx) -> int:
     if not user:
         if not sys.stdin.isatty():
             raise UsageError("login needs --username (no terminal to ask)")
-        user = input("Username: ")
+        try:
+            user = input("Username: ")
+        except EOFError:
+            raise UsageError("login needs --username")
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif args.password is not None:
         password = args.password
     else:
-        password = _read_secret(ctx, "password")
+        password = _read_secret("password")
     if not user or not password:
         raise UsageError("login needs a user name and a password")
     reg = Registry(ctx, host)
-    reg._creds = (user, password)
+    reg._creds[""] = (user, password)
     reg.login_check()
     path = auth_files(ctx.env, args.authfile)[0]
     write_auth_entry(path, host, user, password)

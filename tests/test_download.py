@@ -231,3 +231,53 @@ def test_interrupted_pull_resumes_in_the_next_run(tmp_path, sig, code):
     assert last["sent"] == len(data) - have                         # only the missing bytes
     assert blobs(store) == [hashlib.sha256(data).hexdigest()]
     assert os.listdir(store / "tmp") == []
+
+
+def test_truncated_chunked_body_is_never_published(tmp_path):
+    """A body without Content-Length that ends in a dropped connection is incomplete."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n186a0\r\n" + b"x" * 30000)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(ramalama.NetworkError, match="connection keeps dropping at .* of an unknown size"):
+            fetch(tmp_path, "http://127.0.0.1:%d/m.gguf" % srv.getsockname()[1], retries=1)
+    finally:
+        srv.close()
+    assert blobs(tmp_path / "s") == []
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("http://127.0.0.1:99999/m.gguf", "unsupported URL http://127.0.0.1:99999/m.gguf"),
+    ("http://127.0.0.1:abc/m.gguf", "unsupported URL"),
+    ("http://h/.ref.json/m.gguf", "reserved path component"),
+])
+def test_bad_urls_are_one_line(cli, store, url, fragment):
+    r = cli("pull", url)
+    assert r.code in (1, 2) and r.err.count("\n") == 1 and fragment in r.err, r
+
+
+def test_two_processes_pull_the_same_url(tmp_path):
+    data = payload(2 << 20)
+    store = tmp_path / "store"
+    with FileServer() as srv:
+        srv.add("/m.gguf", data)
+        srv.delay_per_chunk = 0.005
+        procs = [_pull_proc(store, srv.url + "/m.gguf") for _ in range(2)]
+        results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    assert [r[2] for r in results] == [0, 0], results
+    assert blobs(store) == [hashlib.sha256(data).hexdigest()]
+    assert os.listdir(store / "tmp") == []
+    assert srv.bytes_sent == len(data)          # the second waited, then found the model up to date

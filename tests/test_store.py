@@ -153,3 +153,38 @@ def test_newer_layout_version_is_refused(cli, store, model_file):
     ref_file.write_text(json.dumps(meta))
     r = cli("list")
     assert r.code == 1 and "written by a newer ramalama.pyz (layout version 99)" in r.err
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda m: m.update(version="1"),
+    lambda m: m.update(files=["x"]),
+    lambda m: m["files"][0].update(name="../../etc/passwd"),
+    lambda m: m["files"][0].update(digest="sha256:short"),
+    lambda m: m["files"][0].update(size="big"),
+])
+def test_malformed_ref_json_is_one_clear_error(cli, store, model_file, mangle):
+    assert cli("pull", "file://%s" % model_file).code == 0
+    ref_file = store / "repos" / "file" / model_file.relative_to("/") / ".ref.json"
+    meta = json.loads(ref_file.read_text())
+    mangle(meta)
+    ref_file.write_text(json.dumps(meta))
+    for argv in (["list"], ["inspect", "file://%s" % model_file], ["prune"]):
+        r = cli(*argv)
+        assert r.code == 1 and r.err.count("\n") == 1 and "malformed .ref.json" in r.err, (argv, r)
+    r = cli("fsck")
+    assert r.code == 1 and "malformed .ref.json" in r.out
+    r = cli("fsck", "--repair")                 # the folder goes to quarantine/, the store works again
+    assert r.code == 1 and len(os.listdir(store / "quarantine")) == 1
+    assert cli("list", "--json").out.strip() == "[]" and cli("fsck").code == 0
+
+
+def test_rm_the_same_model_named_twice(cli, store, model_file):
+    assert cli("pull", "file://%s" % model_file).code == 0
+    r = cli("rm", "file://%s" % model_file, str(model_file))
+    assert r.code == 0 and r.err.count("Removed") == 1
+
+
+def test_a_stray_file_in_blobs_does_not_break_commands(cli, store, model_file):
+    assert cli("pull", "file://%s" % model_file).code == 0
+    (store / "blobs" / "sha256" / ("z" * 64)).write_bytes(b"x")
+    assert cli("fsck").code == 0 and cli("prune").code == 0 and cli("info").code == 0
