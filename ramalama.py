@@ -1586,19 +1586,19 @@ def find_credentials(env: dict, host: str, repo: str = "", authfile: str = None,
                 return user, secret
         helper = helpers.get(host) or data.get("credsStore")
         if isinstance(helper, str) and helper:
-            found = _credential_helper(helper, host, run)
+            found = _credential_helper(helper, host, env, run)
             if found:
                 return found
     return None
 
 
-def _credential_helper(helper: str, host: str, run=None):
+def _credential_helper(helper: str, host: str, env: dict, run=None):
     """docker-credential-<helper> get: the server on stdin, JSON {Username, Secret} out;
     secrets never appear in argv."""
     import json
     import shutil
     import subprocess
-    exe = shutil.which("docker-credential-" + helper)
+    exe = shutil.which("docker-credential-" + helper, path=env.get("PATH"))
     if not exe:
         return None
     server = "https://index.docker.io/v1/" if host == DOCKER_HUB else host

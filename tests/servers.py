@@ -19,6 +19,7 @@ Knobs are plain attributes and may be changed at any time:
     fail_next       list[int]    answer these statuses first, one request each
     redirect        str | None   302 registered paths to redirect + path + "?sig=abc"
     require_auth    str | None   401 unless Authorization equals this exact value
+    challenge       str          the WWW-Authenticate value sent with that 401
     delay_per_chunk float        seconds to sleep between 64 KiB body chunks
 
 Checks run in this order: fail_next, require_auth, 404, redirect, content.
@@ -145,6 +146,7 @@ class FileServer:
         self.fail_next: list[int] = []
         self.redirect: str | None = None
         self.require_auth: str | None = None
+        self.challenge = 'Bearer realm="x"'
         self.delay_per_chunk = 0.0
 
     # -- lifecycle ---------------------------------------------------------
@@ -216,7 +218,7 @@ class FileServer:
             extra = {"Retry-After": "0"} if status in (429, 503) else {}
             return self._simple(h, status, head, extra)
         if self.require_auth is not None and headers.get("authorization") != self.require_auth:
-            return self._simple(h, 401, head, {"WWW-Authenticate": 'Bearer realm="x"'})
+            return self._simple(h, 401, head, {"WWW-Authenticate": self.challenge})
         if res is None:
             return self._simple(h, 404, head)
         if self.redirect:

@@ -275,3 +275,62 @@ def test_tls_registry(tmp_path, model_file, env):
         assert run("pull", ref, SSL_CERT_FILE=str(reg.ca)).returncode == 0
         assert run("rm", ref).returncode == 0
         assert run("pull", "--tls-verify=false", ref).returncode == 0
+
+
+def fake_registry(origin, token_server, gguf: bytes, user=None):
+    """A registry played by FileServer: bearer challenge -> token service -> content."""
+    import base64
+    cfg = MODELPACK_CONFIG
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+        "config": descriptor("application/vnd.cncf.model.config.v1+json", cfg),
+        "layers": [descriptor("application/vnd.cncf.model.weight.v1.raw", gguf,
+                              {"org.cncf.model.filepath": "m.gguf"})]}).encode()
+    origin.add("/v2/m/tiny/manifests/1", manifest, content_type="application/vnd.oci.image.manifest.v1+json",
+               headers={"Docker-Content-Digest": digest(manifest)})
+    origin.add("/v2/m/tiny/blobs/" + digest(cfg), cfg)
+    origin.add("/v2/m/tiny/blobs/" + digest(gguf), gguf)
+    origin.require_auth = "Bearer t0k"
+    origin.challenge = 'Bearer realm="%s/token",service="fake-registry",scope="repository:m/tiny:pull"' % (
+        token_server.url)
+    token_server.add("/token", b'{"token": "t0k", "expires_in": 300}', content_type="application/json")
+    if user:
+        token_server.require_auth = "Basic " + base64.b64encode(("%s:%s" % user).encode()).decode()
+        token_server.challenge = 'Basic realm="token"'
+
+
+def test_bearer_token_flow_anonymous_and_cached(cli, store, tiny_gguf):
+    from servers import FileServer
+    with FileServer() as origin, FileServer() as tokens:
+        fake_registry(origin, tokens, tiny_gguf.read_bytes())
+        r = cli("pull", "oci://127.0.0.1:%d/m/tiny:1" % origin.port)
+        assert r.code == 0, r
+    assert len(tokens.requests) == 1                       # one token per scope, reused
+    query = dict(p.split("=", 1) for p in tokens.requests[0]["query"].split("&"))
+    assert query == {"service": "fake-registry", "scope": "repository%3Am%2Ftiny%3Apull"}
+    assert "authorization" not in tokens.requests[0]["headers"]
+    assert blobs(store) == [sha(tiny_gguf)]
+
+
+def test_bearer_token_with_credentials_from_a_helper(cli, store, tiny_gguf, env, tmp_path):
+    from servers import FileServer
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-fake"
+    helper.write_text("#!/bin/sh\necho \"$@\" > %s/argv\ncat > %s/stdin\n"
+                      "echo '{\"Username\": \"alice\", \"Secret\": \"hunter22\"}'\n" % (tmp_path, tmp_path))
+    helper.chmod(0o755)
+    with FileServer() as origin, FileServer() as tokens:
+        fake_registry(origin, tokens, tiny_gguf.read_bytes(), user=("alice", "hunter22"))
+        host = "127.0.0.1:%d" % origin.port
+        docker = tmp_path / "home" / ".docker"
+        docker.mkdir(parents=True)
+        (docker / "config.json").write_text(json.dumps({"credHelpers": {host: "fake"}}))
+        r = cli("--debug", "pull", "oci://%s/m/tiny:1" % host,
+                env_extra={"PATH": "%s:%s" % (bindir, env["PATH"])})
+        assert r.code == 0, r
+    assert (tmp_path / "argv").read_text().split() == ["get"]      # the secret never in argv
+    assert (tmp_path / "stdin").read_text() == host
+    assert "hunter22" not in r.err
+    assert all(r["headers"].get("authorization") in (None, "Bearer t0k") for r in origin.requests)
