@@ -111,9 +111,10 @@ class NetworkError(RamalamaError):
 class HTTPStatusError(NetworkError):
     """A server answered with an error status."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, code: str = ""):
         super().__init__(message)
         self.status = status
+        self.code = code          # X-Error-Code (Hugging Face) or the first registry error code
 
 
 class DigestMismatch(RamalamaError):
@@ -373,6 +374,7 @@ def _parse_hf(rest: str, text: str) -> Ref:
     quant = ""
     if ":" in parts[-1]:
         parts[-1], _, quant = parts[-1].partition(":")
+        quant = quant.upper()                  # quantisation names are case-insensitive
     if len(parts) > 2 and parts[2] in ("blob", "resolve", "tree") and len(parts) > 3:
         revision, parts = revision or parts[3], parts[:2] + parts[4:]   # pasted browser URL
     name, file = "/".join(parts[:2]), "/".join(parts[2:])
@@ -456,11 +458,11 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAU
 CONFIG_TYPES = {
     "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
     "transport": str, "ngl": int, "ctx_size": int, "temp": float, "threads": int,
-    "port": int, "host": str, "pull": str, "ollama_host": str,
+    "port": int, "host": str, "pull": str, "ollama_registry": str,
 }
 ENV_KEYS = (("RAMALAMA_STORE", "store"), ("RAMALAMA_TRANSPORTS", "transport"),
             ("RAMALAMA_TRANSPORT", "transport"), ("RAMALAMA_IMAGE", "image"),
-            ("RAMALAMA_CONTAINER_ENGINE", "engine"))
+            ("RAMALAMA_CONTAINER_ENGINE", "engine"), ("RAMALAMA_OLLAMA_REGISTRY", "ollama_registry"))
 
 
 def config_dirs(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> list:
@@ -816,12 +818,12 @@ def status_error(resp: Response, url: str) -> HTTPStatusError:
         body = resp.read(1 << 16).decode("utf-8", "replace").strip()
     except (OSError, NetworkError):
         body = ""
-    detail = resp.header("X-Error-Message") or ""
+    detail, code = resp.header("X-Error-Message") or "", resp.header("X-Error-Code") or ""
     if not detail and body.startswith("{"):
         try:
-            errors = json.loads(body).get("errors") or []
-            detail = "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors[:3]
-                               if isinstance(e, dict))
+            errors = [e for e in json.loads(body).get("errors") or [] if isinstance(e, dict)]
+            detail = "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors[:3])
+            code = code or str(errors[0].get("code", "")) if errors else code
         except (ValueError, AttributeError, RecursionError):
             pass
     if not detail and body and not body.startswith(("<", "{")):
@@ -830,7 +832,7 @@ def status_error(resp: Response, url: str) -> HTTPStatusError:
              416: "range not satisfiable", 429: "too many requests"}
     msg = "%s: HTTP %d %s%s" % (redact(url), resp.status, names.get(resp.status, resp.raw.reason or ""),
                                 (" (" + detail + ")") if detail else "")
-    return HTTPStatusError(msg, resp.status)
+    return HTTPStatusError(msg, resp.status, code)
 
 
 # ---------------------------------------------------------------------------
@@ -1501,7 +1503,6 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
 MODELPACK_RAW = "application/vnd.cncf.model.weight.v1.raw"
@@ -1782,15 +1783,6 @@ class Registry:
         parse_digest(digest)
         return "%s/v2/%s/blobs/%s" % (self.base, name, digest)
 
-    def blob_bytes(self, name: str, desc: dict, limit: int = MAX_MANIFEST) -> bytes:
-        """A small blob (a config), digest-checked."""
-        digest = desc.get("digest", "")
-        resp = self.request("GET", self.blob_url(name, digest), _scope(name), repo=name)
-        data = resp.read(limit)
-        if _sha256_bytes(data) != digest:
-            raise DigestMismatch("%s/%s: blob %s does not match its digest" % (self.host, name, digest))
-        return data
-
     def download(self, name: str, desc: dict, label: str, consume=None):
         """Fetch a blob (resumable, verified) and consume it under its lock: by default it is
         published into blobs/. An expired token mid-way is renewed once and the download resumes."""
@@ -1915,9 +1907,10 @@ def _weight_role(name: str, kind: str) -> str:
     return {"weight.config": "config", "doc": "doc", "code": "code", "dataset": "dataset"}.get(kind, "other")
 
 
-def plan_layers(manifest: dict, config: dict) -> tuple:
-    """(format name, [Layer]) for a model artifact or image; FormatError naming the media
-    types when it is none of ModelPack, Docker Model Runner, Ollama, omlmd or ramalama image."""
+def plan_layers(manifest: dict) -> tuple:
+    """(format name, [Layer]) for a model artifact or image, from media types alone (the config
+    blob is never needed); FormatError naming the media types when it is none of ModelPack,
+    Docker Model Runner, Ollama, omlmd or ramalama image."""
     cfg_type = (manifest.get("config") or {}).get("mediaType", "")
     layers = manifest.get("layers") or []
     for d in layers:
@@ -2074,12 +2067,267 @@ def pull_url(ctx, ref: Ref) -> tuple:
             {"url": url, "validator": got.validator})
 
 
+# -- blobs that ollama or huggingface_hub already downloaded
+
+def ollama_dirs(env: dict) -> list:
+    home = env.get("HOME") or os.path.expanduser("~")
+    dirs = [env["OLLAMA_MODELS"]] if env.get("OLLAMA_MODELS") else []
+    return dirs + [os.path.join(home, ".ollama", "models"), "/usr/share/ollama/.ollama/models"]
+
+
+def hf_home(env: dict) -> str:
+    home = env.get("HOME") or os.path.expanduser("~")
+    return env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"),
+                                              "huggingface")
+
+
+def hf_hub_cache(env: dict) -> str:
+    return env.get("HF_HUB_CACHE") or os.path.join(hf_home(env), "hub")
+
+
+def cached_blob_paths(env: dict, digest: str):
+    """Where another tool may hold this blob: ollama's blobs/sha256-<hex>, and
+    huggingface_hub's models--org--repo/blobs/<hex> (an LFS file's etag is its sha256)."""
+    hexdigest = parse_digest(digest)
+    for d in ollama_dirs(env):
+        yield os.path.join(d, "blobs", "sha256-" + hexdigest)
+    try:
+        repos = [e.path for e in os.scandir(hf_hub_cache(env)) if e.name.startswith(("models--", "datasets--"))]
+    except OSError:
+        repos = []
+    for repo in sorted(repos):
+        yield os.path.join(repo, "blobs", hexdigest)
+
+
+def adopt_cached(ctx, digest: str, size: int = None) -> bool:
+    """True when the store has the blob, or now has it from a local ollama store or Hugging
+    Face cache: hardlinked (copied across filesystems) after its bytes hash to `digest`."""
+    store = ctx.store
+    if store.has_blob(digest):
+        return True
+    for path in cached_blob_paths(ctx.env, digest):
+        try:
+            if not os.path.isfile(path) or (size is not None and os.path.getsize(path) != size):
+                continue
+            hexdigest, _size = store.import_file(path)
+        except OSError as e:
+            ctx.log("cannot reuse %s: %s" % (path, e.strerror or e))
+            continue
+        if "sha256:" + hexdigest == digest:
+            ctx.info("%s: reused from %s" % (digest[7:19], os.path.dirname(os.path.dirname(path))))
+            return True
+        ctx.warn("%s does not hash to its name; not reused" % path)
+    return False
+
+
+# -- Ollama
+
+def pull_ollama(ctx, ref: Ref) -> tuple:
+    """ollama://: the Ollama registry speaks the distribution API with Ollama layer types. The
+    default host maps to `ollama_registry` (config, RAMALAMA_OLLAMA_REGISTRY) for mirrors. When
+    the registry cannot be reached, a manifest in a local ollama store is used instead."""
+    host = ctx.config.get("ollama_registry") if ref.host == OLLAMA_HOST else None
+    reg = Registry(ctx, host or ref.host)
+    try:
+        found = reg.manifest(ref.name, ref.tag)
+    except HTTPStatusError:
+        raise
+    except NetworkError as e:
+        found = _ollama_cached_manifest(ctx, ref)
+        if found is None:
+            raise
+        ctx.warn("%s; using the manifest from the local ollama store" % e)
+    return pull_from_registry(ctx, ref, reg, found)
+
+
+def _ollama_cached_manifest(ctx, ref: Ref):
+    for d in ollama_dirs(ctx.env):
+        path = os.path.join(d, "manifests", ref.host, *ref.name.split("/"), ref.tag)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_MANIFEST)
+        except OSError:
+            continue
+        obj = _load_json(data, path)
+        return obj, obj.get("mediaType", DOCKER_MANIFEST), _sha256_bytes(data)
+    return None
+
+
+# -- Hugging Face
+
+def hf_endpoint(env: dict) -> str:
+    return (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def hf_token(env: dict):
+    """HF_TOKEN, HUGGING_FACE_HUB_TOKEN, then the file at HF_TOKEN_PATH or $HF_HOME/token."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if env.get(var, "").strip():
+            return env[var].strip()
+    try:
+        with open(env.get("HF_TOKEN_PATH") or os.path.join(hf_home(env), "token")) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def parse_link_next(value: str):
+    """The rel="next" URL of a Link header, or None."""
+    import re
+    for url, params in re.findall(r'<([^>]*)>\s*((?:;\s*[^,;]*)*)', value or ""):
+        if re.search(r'rel\s*=\s*"?next"?', params):
+            return url
+    return None
+
+
+_SPLIT = r"-(\d{5})-of-(\d{5})\.gguf$"
+
+
+def choose_gguf(paths: list, quant: str = "", file: str = "") -> list:
+    """The files to fetch for a GGUF model, by llama.cpp's -hf rules: an explicit file, else the
+    first .gguf whose name carries the quant (followed by '.' or '-'); no quant means Q4_K_M,
+    then Q8_0, then the first. mmproj and imatrix files are never the model. A split model
+    brings all its parts; a sibling mmproj*.gguf (preferring the same quant, then F16) comes
+    along for vision models. Returns [(path, role)]."""
+    import posixpath
+    import re
+    base = lambda p: posixpath.basename(p).lower()   # noqa: E731
+    ggufs = sorted(p for p in paths if base(p).endswith(".gguf")
+                   and "mmproj" not in base(p) and "imatrix" not in base(p))
+
+    def with_quant(q):
+        return [p for p in ggufs if re.search(re.escape(q.lower()) + r"[.-]", base(p))]
+    if file:
+        if file not in paths:
+            raise NotFound("no file %s in the repository" % file)
+        first = file
+    else:
+        cands = with_quant(quant) if quant else (with_quant("Q4_K_M") or with_quant("Q8_0") or ggufs)
+        if not cands:
+            raise NotFound("no %sGGUF file in the repository (it has: %s)" % (
+                quant + " " if quant else "", ", ".join(sorted(paths)[:12]) or "nothing"))
+        first = cands[0]
+    chosen = [(first, "model")]
+    m = re.search(_SPLIT, first)
+    if m:
+        prefix, count = first[:m.start()], int(m.group(2))
+        for i in range(2, count + 1):
+            part = "%s-%05d-of-%s.gguf" % (prefix, i, m.group(2))
+            if part not in paths:
+                raise FormatError("split model %s lacks part %s" % (first, part))
+            chosen.append((part, "shard"))
+    if not file:
+        folder = posixpath.dirname(first)
+        projs = sorted((p for p in paths if "mmproj" in base(p) and base(p).endswith(".gguf")),
+                       key=lambda p: (posixpath.dirname(p) != folder,
+                                      not (quant and quant.lower() in base(p)), "f16" not in base(p), p))
+        if projs:
+            chosen.append((projs[0], "mmproj"))
+    return chosen
+
+
+def _hf_error(e: HTTPStatusError, ref: Ref, what: str) -> RamalamaError:
+    """One clear line for the Hub's X-Error-Code answers."""
+    page = "https://huggingface.co/" + ref.name
+    if e.code == "GatedRepo":
+        return AuthError("hf://%s is gated: accept its terms at %s, then set HF_TOKEN" % (ref.name, page))
+    if e.code == "RepoNotFound" or (e.status == 401 and not e.code):
+        return NotFound("hf://%s: repository not found (a private repository needs HF_TOKEN)" % ref.name)
+    if e.code == "RevisionNotFound":
+        return NotFound("hf://%s: revision %s not found" % (ref.name, ref.revision or "main"))
+    if e.code == "EntryNotFound" or e.status == 404:
+        return NotFound("hf://%s: %s not found" % (ref.name, what))
+    if e.status == 429:
+        return NetworkError("hf://%s: rate limited by the Hub; wait and retry, or set HF_TOKEN" % ref.name)
+    return e
+
+
+def pull_hf(ctx, ref: Ref) -> tuple:
+    """hf:// and huggingface://: resolve the revision to a commit (pinned in .ref.json), list
+    the files with their LFS sha256, choose what to fetch, then download from /resolve/<commit>/
+    (the Hub redirects to a CDN, which never sees the token). LFS files already stored, or in a
+    local cache, are not downloaded; small git files are hashed as they arrive."""
+    from urllib.parse import quote
+    store, session = ctx.store, ctx.session()
+    endpoint, token = hf_endpoint(ctx.env), hf_token(ctx.env)
+    auth = "Bearer " + token if token else None
+    rev = ref.revision or "main"
+    try:
+        resp = session.request("GET", "%s/api/models/%s/revision/%s" % (endpoint, ref.name, quote(rev, safe="")),
+                               auth=auth)
+        commit = _load_json(resp.read(16 << 20), "revision answer").get("sha")
+        if not isinstance(commit, str) or len(commit) != 40 or commit.strip("0123456789abcdef"):
+            raise FormatError("hf://%s: the Hub answered no commit for %s" % (ref.name, rev))
+        old = store.load(store.folder(ref))
+        if old and old.meta.get("commit") == commit and all(store.has_blob(f.digest) for f in old.files):
+            ctx.info("%s: up to date (commit %s)" % (ref, commit[:12]))
+            return old.files, {k: old.meta[k] for k in ("commit", "revision", "repo") if k in old.meta}
+        entries = _hf_tree(session, "%s/api/models/%s/tree/%s?recursive=true" % (endpoint, ref.name, commit), auth)
+    except HTTPStatusError as e:
+        raise _hf_error(e, ref, "revision " + rev)
+    paths = {}
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("type") == "file" and isinstance(entry.get("path"), str):
+            paths[safe_relpath(entry["path"])] = entry
+    if getattr(ctx.args, "all_files", False):
+        wanted = [(p, "model" if p.endswith((".gguf", ".safetensors")) else "other") for p in sorted(paths)]
+    else:
+        wanted = choose_gguf(list(paths), ref.tag, ref.file)
+    files = []
+    for path, role in wanted:
+        entry = paths[path]
+        url = "%s/%s/resolve/%s/%s" % (endpoint, ref.name, commit, quote(path))
+        lfs = entry.get("lfs") if isinstance(entry.get("lfs"), dict) else None
+        try:
+            if lfs:
+                digest, size = "sha256:" + str(lfs.get("oid", "")), lfs.get("size")
+                parse_digest(digest)
+                if not adopt_cached(ctx, digest, size if isinstance(size, int) else None):
+                    Downloader(session, store, ctx.progress()).fetch(
+                        url, "blob-" + digest[7:], path, digest=digest, size=size, auth=auth)
+            else:
+                key = "hf-" + _sha256_bytes(url.encode())[7:47]
+                got = Downloader(session, store, ctx.progress()).fetch(url, key, path, auth=auth)
+                digest, size = "sha256:" + got.hexdigest, got.size
+        except HTTPStatusError as e:
+            raise _hf_error(e, ref, path)
+        files.append(FileSpec(path, digest, size, role, ""))
+    return files, {"commit": commit, "revision": rev, "repo": ref.name}
+
+
+def _hf_tree(session, url: str, auth: str) -> list:
+    """Every entry of a (paginated) tree listing."""
+    import json
+    entries = []
+    for _page in range(10000):
+        resp = session.request("GET", url, auth=auth)
+        link = resp.header("Link")
+        page = resp.read(16 << 20)
+        try:
+            items = json.loads(page)
+        except (ValueError, RecursionError):
+            raise FormatError("the Hub's file listing is not JSON")
+        if not isinstance(items, list):
+            raise FormatError("the Hub's file listing is not a list")
+        entries.extend(items)
+        url = parse_link_next(link)
+        if not url:
+            return entries
+    raise FormatError("the Hub's file listing does not end")
+
+
 def pull_oci(ctx, ref: Ref) -> tuple:
-    """oci:// and docker://: resolve the manifest (choosing from an index), read the config,
-    then fetch each layer: raw layers are the files themselves (skipped when the blob is
-    already stored), tar layers are unpacked into their files."""
-    store, reg = ctx.store, Registry(ctx, ref.host)
-    manifest, mtype, digest = reg.manifest(ref.name, ref.digest or ref.tag)
+    """oci:// and docker://: see pull_from_registry."""
+    reg = Registry(ctx, ref.host)
+    return pull_from_registry(ctx, ref, reg, reg.manifest(ref.name, ref.digest or ref.tag))
+
+
+def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
+    """Given a manifest (choosing from an index), fetch each layer: raw
+    layers are the files themselves (skipped when stored, hardlinked from an ollama or Hugging
+    Face cache when one has them), tar layers are unpacked into their files."""
+    store = ctx.store
+    manifest, mtype, digest = found
     if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
         chosen = choose_manifest(manifest)
         manifest, mtype, digest = reg.manifest(ref.name, chosen["digest"])
@@ -2087,16 +2335,12 @@ def pull_oci(ctx, ref: Ref) -> tuple:
     if old and old.meta.get("manifest_digest") == digest and all(store.has_blob(f.digest) for f in old.files):
         ctx.info("%s: up to date" % (ref,))
         return old.files, {k: old.meta[k] for k in ("manifest_digest", "format", "layers") if k in old.meta}
-    cfg_desc = manifest.get("config") or {}
-    config = {}
-    if cfg_desc.get("digest") and cfg_desc.get("mediaType") != OCI_EMPTY and cfg_desc.get("size", 0) < MAX_MANIFEST:
-        config = _load_json(reg.blob_bytes(ref.name, cfg_desc), "config of %s" % (ref,))
-    fmt, plans = plan_layers(manifest, config)
+    fmt, plans = plan_layers(manifest)
     files, layers = [], {}
     for plan in plans:
         desc = plan.desc
         if plan.kind == "raw":
-            if not store.has_blob(desc["digest"]):
+            if not adopt_cached(ctx, desc["digest"], desc["size"]):
                 reg.download(ref.name, desc, plan.name)
             files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
             continue
@@ -2239,7 +2483,8 @@ def _mount_sources(store: Store, target: Ref) -> dict:
     return sources
 
 
-TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci}
+TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci,
+              "ollama": pull_ollama, "huggingface": pull_hf}
 
 
 def pull_model(ctx, ref: Ref) -> Model:
@@ -2585,7 +2830,7 @@ def cmd_inspect(ctx) -> int:
     main_file = model.model_file()
     facts = {"name": model.ref, "path": model.path,
              "files": [dict(f._asdict()) for f in model.files], "pulled": _iso(model.meta.get("pulled", 0))}
-    for key in ("url", "source", "damaged"):
+    for key in ("url", "source", "commit", "revision", "manifest_digest", "damaged"):
         if model.meta.get(key):
             facts[key] = model.meta[key]
     info = None
@@ -2615,6 +2860,7 @@ def cmd_inspect(ctx) -> int:
 
 def _print_facts(out, facts: dict) -> None:
     labels = (("name", "Name"), ("path", "Path"), ("url", "URL"), ("source", "Source"),
+              ("revision", "Revision"), ("commit", "Commit"), ("manifest_digest", "Manifest"),
               ("digest", "Digest"), ("size", "Size"), ("format", "Format"), ("model_name", "Model name"),
               ("architecture", "Architecture"),
               ("parameters", "Parameters"), ("quantization", "Quantization"),
@@ -2888,7 +3134,13 @@ https://host/file.gguf; bare names use shortnames, then RAMALAMA_TRANSPORT (defa
 def _command_args(name: str, p) -> None:
     """The flags of one command."""
     if name == "pull":
+        p.description = (
+            "pull models into the store. Blobs that a local ollama store ($OLLAMA_MODELS, "
+            "~/.ollama/models) or Hugging Face cache ($HF_HUB_CACHE, ~/.cache/huggingface/hub) "
+            "already holds are hardlinked in after their sha256 is verified, never downloaded again.")
         p.add_argument("MODEL", nargs="+", help="models to pull")
+        p.add_argument("--all-files", action="store_true",
+                       help="hf:// only: fetch every file of the repository snapshot (e.g. safetensors for vLLM)")
         _add_registry_flags(p)
     elif name == "push":
         p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")

@@ -58,9 +58,10 @@ def test_user_mistakes_are_one_error_line(cli, argv, fragment):
     assert "Traceback" not in r.err
 
 
-def test_not_implemented_transports_say_so(cli):
-    r = cli("pull", "hf://org/repo")
-    assert r.code == 2 and "pulling huggingface:// models is not implemented yet" in r.err
+def test_unreachable_hub_is_one_line(cli):
+    r = cli("pull", "hf://org/repo", env_extra={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert r.code == 1 and r.err.count("\n") == 1
+    assert r.err.startswith("Error: http://127.0.0.1:9/api/models/org/repo/revision/main: ")
 
 
 def test_global_flags_work_after_the_command(cli, tmp_path, model_file):
