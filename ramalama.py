@@ -15,8 +15,9 @@ The module reads top to bottom in data-flow order:
  10. registries    credentials, auth challenges, the OCI client, model formats in OCI
  11. transports    file://, http(s)://, oci:// pulls and pushes; a scheme -> function table
  12. gguf          header reader for `inspect`
- 13. output        progress bars and lines, tables
- 14. cli           argparse parser, one cmd_* function per command, main()
+ 13. launchers     engines, image digests, GPUs, argv builders, servers, the chat client
+ 14. output        progress bars and lines, tables
+ 15. cli           argparse parser, one cmd_* function per command, main()
 
 Store layout (root: --store, RAMALAMA_STORE, config `store`, else
 ~/.local/share/ramalama or /var/lib/ramalama for root):
@@ -30,7 +31,7 @@ Environment: RAMALAMA_CONFIG, RAMALAMA_STORE, RAMALAMA_TRANSPORT (or RAMALAMA_TR
 RAMALAMA_IMAGE, RAMALAMA_CONTAINER_ENGINE, XDG_CONFIG_HOME, XDG_DATA_HOME.
 
 Exit codes: 0 success, 1 failure (network, registry, store, digest), 2 usage
-(bad arguments, bad model name, bad config, not implemented yet), 130 interrupted.
+(bad arguments, bad model name, bad config), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -69,7 +70,6 @@ SYSTEM_CONFIG_DIRS = ("/usr/share/ramalama", "/etc/ramalama")
 DEFAULT_TRANSPORT = "ollama"
 OLLAMA_HOST = "registry.ollama.ai"
 DOCKER_HUB = "docker.io"
-DEFAULT_IMAGE = "quay.io/ramalama/ramalama"
 CHUNK = 1 << 20                  # read buffer for downloads and hashing
 HOST_CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 REF_FILE = ".ref.json"           # a model folder's commit point
@@ -94,10 +94,6 @@ class UsageError(RamalamaError):
 
 class ConfigError(UsageError):
     """A config file that does not parse or has a wrong value."""
-
-
-class NotImplementedYet(UsageError):
-    """A command whose flags parse but whose work is not built yet."""
 
 
 class NotFound(RamalamaError):
@@ -905,7 +901,6 @@ class Downloader:
     def _transfer(self, url, partial, state, state_path, label, auth):
         """Run one download to completion, resuming after dropped connections."""
         import hashlib
-        import json
         attempts = 0
         while True:
             offset = _file_size(partial) if state else 0
@@ -1730,7 +1725,6 @@ class Registry:
 
     def _authorize(self, challenge: str, scope: str, repo: str) -> str:
         import base64
-        import json
         from urllib.parse import urlencode
         scheme, params = parse_challenge(challenge)
         creds = self.credentials(repo)
@@ -2490,9 +2484,7 @@ TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pul
 def pull_model(ctx, ref: Ref) -> Model:
     """Fetch a model's files into blobs/, then publish its folder, holding the store lock
     shared so rm and prune cannot delete a blob between its download and its link."""
-    puller = TRANSPORTS.get(ref.transport)
-    if puller is None:
-        raise NotImplementedYet("pulling %s:// models is not implemented yet" % ref.transport)
+    puller = TRANSPORTS[ref.transport]
     store = ctx.store.ensure()
     folder_key = _sha256_bytes(store.folder(ref).encode())[7:39]
     with store.lock("store", shared=True, on_wait=lambda: ctx.info("waiting for rm/prune to finish")), \
@@ -2648,7 +2640,460 @@ def describe_gguf(info: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# 13. output
+# 13. launchers: engines, images pinned by digest, GPUs, argv builders, the chat client
+# ---------------------------------------------------------------------------
+
+GPU_IMAGES = {"none": "quay.io/ramalama/ramalama", "nvidia": "quay.io/ramalama/cuda",
+              "amd": "quay.io/ramalama/rocm", "intel": "quay.io/ramalama/intel-gpu"}
+VLLM_IMAGE = "docker.io/vllm/vllm-openai"
+CONTAINER_MODELS = "/mnt/models"
+CONTAINER_SOCKET_DIR = "/run/ramalama"
+LABEL = "ai.ramalama"
+HEALTH_TIMEOUT = 300.0
+
+
+class ServeOptions(namedtuple("ServeOptions", "runtime model mmproj template alias host port ctx_size ngl "
+                                              "threads temp seed extra")):
+    """What a runtime is told, with paths as the runtime sees them (host or container)."""
+    __slots__ = ()
+
+
+def runtime_argv(o: ServeOptions) -> list:
+    """The server command line for llama.cpp's llama-server or vLLM's OpenAI server."""
+    import shlex
+    if o.runtime == "vllm":
+        argv = ["vllm", "serve", o.model, "--host", o.host, "--port", str(o.port), "--served-model-name", o.alias]
+        for flag, value in (("--max-model-len", o.ctx_size), ("--seed", o.seed)):
+            if value is not None:
+                argv += [flag, str(value)]
+        return argv + shlex.split(o.extra or "")
+    argv = ["llama-server", "--host", o.host, "--port", str(o.port), "--model", o.model, "--alias", o.alias]
+    for flag, value in (("--ctx-size", o.ctx_size), ("--n-gpu-layers", o.ngl), ("--threads", o.threads),
+                        ("--temp", o.temp), ("--seed", o.seed), ("--mmproj", o.mmproj)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if o.template:
+        argv += ["--jinja", "--chat-template-file", o.template]
+    return argv + shlex.split(o.extra or "")
+
+
+def gpu_devices(engine: str, gpu: str) -> list:
+    """Engine flags that give a container the GPU."""
+    if gpu == "nvidia":
+        return ["--gpus", "all"] if engine == "docker" else ["--device", "nvidia.com/gpu=all"]
+    if gpu == "amd":
+        return ["--device", "/dev/kfd", "--device", "/dev/dri"]
+    if gpu == "intel":
+        return ["--device", "/dev/dri"]
+    return []
+
+
+def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: list, *, name: str,
+                   labels: dict, gpu: str, devices: list, publish: str = None, socket_dir: str = None,
+                   detach: bool = True) -> list:
+    """`podman|docker run` for a model server: read-only model mounts, every capability dropped,
+    no new privileges, an init process, our labels; either a published loopback port or no
+    network at all and a unix socket in a mounted directory."""
+    argv = [exe, "run", "--rm"] + (["-d"] if detach else []) + ["--name", name]
+    for key, value in sorted(labels.items()):
+        argv += ["--label", "%s=%s" % (key, value)]
+    argv += ["--cap-drop=all", "--security-opt=no-new-privileges", "--init"]
+    if publish:
+        argv += ["-p", publish]
+    if socket_dir:
+        argv += ["--network=none", "--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR)]
+    for src, dst in mounts:
+        argv.append("--mount=type=bind,src=%s,destination=%s,ro=true" % (src, dst))
+    argv += gpu_devices(engine, gpu)
+    for dev in devices:
+        argv += ["--device", dev]
+    return argv + [image] + runtime_argv(o)
+
+
+def detect_gpu(env: dict, exists=os.path.exists, which=None, vendors=None) -> str:
+    """nvidia, amd, intel or none, from RAMALAMA_GPU, device nodes and tools present."""
+    import glob
+    import shutil
+    forced = env.get("RAMALAMA_GPU", "").lower()
+    if forced in ("nvidia", "amd", "intel", "none"):
+        return forced
+    which = which or (lambda tool: shutil.which(tool, path=env.get("PATH")))
+    if exists("/dev/nvidia0") or which("nvidia-smi"):
+        return "nvidia"
+    if exists("/dev/kfd"):
+        return "amd"
+    if vendors is None:
+        vendors = []
+        for path in glob.glob("/sys/class/drm/renderD*/device/vendor"):
+            try:
+                with open(path) as f:
+                    vendors.append(f.read().strip())
+            except OSError:
+                pass
+    return "intel" if "0x8086" in vendors else "none"
+
+
+def find_engine(ctx) -> str:
+    """The container engine to use: --engine, RAMALAMA_CONTAINER_ENGINE, config, else podman,
+    else docker; '' means natively (--nocontainer, or config container = false)."""
+    import shutil
+    if getattr(ctx.args, "nocontainer", False) or ctx.config.get("container") is False:
+        return ""
+    chosen = ctx.args.engine or ctx.config.get("engine")
+    if chosen:
+        return chosen
+    return next((e for e in ("podman", "docker") if shutil.which(e, path=ctx.env.get("PATH"))), "")
+
+
+def engine_kind(engine: str) -> str:
+    return "docker" if os.path.basename(engine).startswith("docker") else "podman"
+
+
+# -- images: a tag is resolved to a digest once, recorded, and only the digest is run
+
+def image_pins_path(store: Store) -> str:
+    return os.path.join(store.root, "images.json")
+
+
+def load_pins(store: Store) -> dict:
+    import json
+    try:
+        with open(image_pins_path(store), "rb") as f:
+            pins = json.loads(f.read())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise StoreError("%s: unreadable: %s" % (image_pins_path(store), e))
+    return pins if isinstance(pins, dict) else {}
+
+
+def _image_ref(image: str) -> Ref:
+    try:
+        return _parse_oci(image.split("://", 1)[-1], image)
+    except (UsageError, FormatError) as e:
+        raise UsageError("invalid image %r: %s" % (image, e))
+
+
+def pinned_name(ref: Ref, digest: str) -> str:
+    return "%s/%s@%s" % (ref.host, ref.name, digest)
+
+
+def resolve_image(ctx, image: str, engine: str, record: bool = True) -> str:
+    """image@sha256:... for `image`. A pin recorded in the store is reused without network
+    unless --pull=always|newer asks to refresh it; otherwise the engine's local store is asked
+    first, then the registry (with our own client). A digest given is used as it is. New pins
+    are recorded in <store>/images.json unless record is False (--dryrun)."""
+    ref = _image_ref(image)
+    if ref.digest:
+        return pinned_name(ref, ref.digest)
+    store = ctx.store.ensure()
+    policy = getattr(ctx.args, "pull", None) or ctx.config.get("pull") or "missing"
+    pins = load_pins(store)
+    key = "%s/%s:%s" % (ref.host, ref.name, ref.tag)
+    pinned = pins.get(key, {}).get("digest")
+    if pinned and policy in ("missing", "never"):
+        return pinned_name(ref, pinned)
+    digest, via = None, None
+    if policy not in ("always", "newer") and engine:
+        digest, via = _engine_digest(engine, ref, ctx.env), "engine"
+    if digest is None and policy != "never":
+        try:
+            digest, via = Registry(ctx, ref.host).manifest(ref.name, ref.tag)[2], "registry"
+        except NetworkError as e:
+            if pinned:
+                ctx.warn("cannot refresh %s (%s); keeping %s" % (key, e, pinned))
+                return pinned_name(ref, pinned)
+            raise RamalamaError("cannot resolve image %s to a digest: %s. Pin one with --image %s/%s@sha256:<digest> "
+                                "or image = '...@sha256:...' in ramalama.conf" % (key, e, ref.host, ref.name))
+    if digest is None:
+        raise RamalamaError("image %s is not in the %s store and --pull=never forbids asking the registry; "
+                            "pin one with --image %s/%s@sha256:<digest>" % (key, engine or "local", ref.host, ref.name))
+    if digest != pinned and record:
+        with store.lock("images"):
+            pins = load_pins(store)
+            pins[key] = {"digest": digest, "via": via, "pinned": _iso(time.time())}
+            _write_json_atomic(image_pins_path(store), pins)
+        ctx.info("pinned %s to %s" % (key, digest))
+    return pinned_name(ref, digest)
+
+
+def _engine_digest(engine: str, ref: Ref, env: dict):
+    """The repo digest the engine's local store records for this image, if any."""
+    import json
+    import subprocess
+    names = ["%s/%s:%s" % (ref.host, ref.name, ref.tag)]
+    try:
+        proc = subprocess.run([engine, "image", "inspect", "--format", "{{json .RepoDigests}}", names[0]],
+                              capture_output=True, text=True, timeout=60, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        digests = json.loads(proc.stdout.strip().splitlines()[0]) or []
+    except (ValueError, IndexError):
+        return None
+    for entry in digests:
+        repo, _, digest = str(entry).partition("@")
+        if repo.split("/", 1)[-1] in (ref.name, "library/" + ref.name) or repo.endswith("/" + ref.name):
+            return digest if digest.startswith("sha256:") else None
+    return None
+
+
+# -- the OpenAI-compatible endpoint: health and chat, over TCP or a unix socket
+
+def _http_connection(endpoint: str, timeout: float):
+    """endpoint: 'http://host:port' or 'unix:/path/to.sock'."""
+    import http.client
+    import socket
+    if endpoint.startswith("unix:"):
+        path = endpoint[5:]
+
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self):
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(path)
+        return UnixConnection("localhost", timeout=timeout)
+    from urllib.parse import urlsplit
+    p = urlsplit(endpoint)
+    return http.client.HTTPConnection(p.hostname, p.port, timeout=timeout)
+
+
+def wait_healthy(endpoint: str, alive, timeout: float = HEALTH_TIMEOUT, clock=time.monotonic,
+                 sleep=time.sleep) -> None:
+    """Poll /health until it answers 200 (llama-server says 503 while loading). `alive()`
+    returning False means the server died: stop waiting."""
+    import http.client
+    deadline = clock() + timeout
+    while clock() < deadline:
+        if not alive():
+            raise RamalamaError("the model server exited before it was ready")
+        conn = _http_connection(endpoint, 2.0)
+        try:
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        sleep(0.05)
+    raise RamalamaError("the model server was not ready after %d s" % timeout)
+
+
+def chat(endpoint: str, alias: str, messages: list, out, timeout: float = 600.0) -> str:
+    """One streamed /v1/chat/completions exchange; writes tokens to `out` as they arrive and
+    returns the whole reply."""
+    import json
+    import http.client
+    body = json.dumps({"model": alias, "messages": messages, "stream": True}).encode()
+    conn = _http_connection(endpoint, timeout)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RamalamaError("the model server answered HTTP %d: %s"
+                                % (resp.status, resp.read(500).decode("utf-8", "replace").strip()))
+        reply = []
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            try:
+                delta = json.loads(data)["choices"][0].get("delta", {}).get("content") or ""
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                continue
+            reply.append(delta)
+            out.write(delta)
+            out.flush()
+        out.write("\n")
+        return "".join(reply)
+    except (OSError, http.client.HTTPException) as e:
+        raise RamalamaError("lost the model server: %s" % e)
+    finally:
+        conn.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# -- deployment files
+
+def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, port: int, labels: dict) -> dict:
+    """{file name: text} that run the same server on Kubernetes (kube), systemd + podman
+    (quadlet) or compose; the image is pinned by digest and the model mounted read-only."""
+    import json
+    q = json.dumps                                  # a JSON string is a valid YAML scalar
+    if kind == "kube":
+        mounts_yaml = "".join("        - name: model-%d\n          mountPath: %s\n          readOnly: true\n"
+                              % (i, q(dst)) for i, (_src, dst) in enumerate(mounts))
+        volumes_yaml = "".join("      - name: model-%d\n        hostPath:\n          path: %s\n          type: File\n"
+                               % (i, q(src)) for i, (src, _dst) in enumerate(mounts))
+        text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %(n)s\n  labels:\n    app: %(n)s\n"
+                "spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: %(n)s\n  template:\n"
+                "    metadata:\n      labels:\n        app: %(n)s\n    spec:\n      containers:\n"
+                "      - name: model-server\n        image: %(image)s\n        command: %(argv)s\n"
+                "        ports:\n        - containerPort: %(port)d\n        securityContext:\n"
+                "          allowPrivilegeEscalation: false\n          capabilities:\n            drop: [\"ALL\"]\n"
+                "        volumeMounts:\n%(mounts)s      volumes:\n%(volumes)s"
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %(n)s\nspec:\n  selector:\n"
+                "    app: %(n)s\n  ports:\n  - port: %(port)d\n    targetPort: %(port)d\n"
+                % {"n": name, "image": q(image), "argv": q(argv), "port": port, "mounts": mounts_yaml,
+                   "volumes": volumes_yaml})
+        return {name + ".yaml": text}
+    if kind == "quadlet":
+        lines = ["[Unit]", "Description=ramalama model server %s" % name, "", "[Container]",
+                 "ContainerName=%s" % name, "Image=%s" % image, "PublishPort=%d:%d" % (port, port),
+                 "DropCapability=all", "NoNewPrivileges=true", "RunInit=true"]
+        lines += ["Label=%s=%s" % kv for kv in sorted(labels.items())]
+        lines += ["Mount=type=bind,src=%s,destination=%s,ro=true" % m for m in mounts]
+        lines += ["Exec=%s" % " ".join(_systemd_quote(a) for a in argv), "", "[Service]", "Restart=on-failure",
+                  "", "[Install]", "WantedBy=default.target", ""]
+        return {name + ".container": "\n".join(lines)}
+    if kind == "compose":
+        text = ("services:\n  %s:\n    image: %s\n    command: %s\n    ports:\n      - %s\n"
+                "    cap_drop: [\"ALL\"]\n    security_opt: [\"no-new-privileges\"]\n    init: true\n"
+                "    labels:\n%s    volumes:\n%s"
+                % (name, q(image), q(argv), q("%d:%d" % (port, port)),
+                   "".join("      %s: %s\n" % (q(k), q(v)) for k, v in sorted(labels.items())),
+                   "".join("      - type: bind\n        source: %s\n        target: %s\n        read_only: true\n"
+                           % (q(src), q(dst)) for src, dst in mounts)))
+        return {"compose.yaml": text}
+    raise UsageError("--generate takes kube, quadlet or compose, not %r" % kind)
+
+
+def _systemd_quote(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_./:=@%+," for c in arg) else '"%s"' % arg.replace(
+        "\\", "\\\\").replace('"', '\\"')
+
+
+# -- running a server: natively or in a container, until healthy
+
+def _model_paths(model: Model) -> dict:
+    """Which of a model's files are the model, the projector and a Jinja chat template."""
+    main_file = model.model_file()
+    if main_file is None:
+        raise StoreError("%s has no files" % model.ref)
+    mmproj = next((f.name for f in model.files if f.role == "mmproj"), None)
+    template = next((f.name for f in model.files if f.name.endswith(".jinja")), None)
+    return {"model": main_file.name, "mmproj": mmproj, "template": template}
+
+
+def serve_options(ctx, model: Model, runtime: str, host: str, port: int, gpu: str, root: str) -> ServeOptions:
+    """Options for the runtime, with file paths below `root` (the model folder natively,
+    /mnt/models in a container). vLLM is given the folder when the model is not a GGUF."""
+    args, cfg = ctx.args, ctx.config
+    paths = _model_paths(model)
+    under = {k: (root + "/" + v if v else None) for k, v in paths.items()}
+    if runtime == "vllm" and not paths["model"].endswith(".gguf"):
+        under["model"] = root
+    ngl = args.ngl if args.ngl is not None else cfg.get("ngl", -1)
+    if ngl < 0:
+        ngl = 999 if gpu != "none" else 0
+    return ServeOptions(runtime, under["model"], under["mmproj"], under["template"], model.ref, host, port,
+                        args.ctx_size or cfg.get("ctx_size"), ngl, args.threads or cfg.get("threads"),
+                        args.temp if args.temp is not None else cfg.get("temp"), args.seed,
+                        args.runtime_args)
+
+
+def model_mounts(model: Model) -> list:
+    """(host file, container path) for every file: hardlinks, so each mount is a plain file."""
+    return [(os.path.join(model.path, f.name), CONTAINER_MODELS + "/" + f.name) for f in model.files]
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4000))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+class EngineError(RamalamaError):
+    """A container engine that is present but cannot run containers."""
+
+
+class Server:
+    """A model server we started: endpoint, liveness probe, stop, recent log lines."""
+
+    def __init__(self, endpoint: str, alive, stop, logs, proc=None, name: str = None, image: str = None):
+        self.endpoint, self.alive, self.stop, self.logs = endpoint, alive, stop, logs
+        self.proc, self.name, self.image = proc, name, image
+
+    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT) -> None:
+        try:
+            wait_healthy(self.endpoint, self.alive, timeout)
+        except RamalamaError as e:
+            tail = self.logs()
+            raise RamalamaError("%s%s" % (e, (": " + tail) if tail else ""))
+
+
+def start_native(argv: list, endpoint: str, log_path: str, env: dict) -> Server:
+    import shutil
+    import subprocess
+    if not shutil.which(argv[0], path=env.get("PATH")):
+        raise RamalamaError("%s is not installed (not on PATH); install it, or run in a container with "
+                            "podman or docker" % argv[0])
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                            start_new_session=True)
+    log.close()
+
+    def stop():
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return Server(endpoint, lambda: proc.poll() is None, stop, lambda: _tail(log_path), proc)
+
+
+def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, env: dict) -> Server:
+    """Start a detached container; a RamalamaError when the engine cannot run it."""
+    import subprocess
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise EngineError("%s could not start the container: %s"
+                          % (os.path.basename(exe), (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]))
+    checked = [0.0]
+
+    def alive():                       # asking the engine costs a process: once a second
+        if time.monotonic() - checked[0] < 1.0:
+            return True
+        checked[0] = time.monotonic()
+        state = subprocess.run([exe, "inspect", "--format", "{{.State.Running}}", name],
+                               capture_output=True, text=True, env=env)
+        return state.returncode == 0 and state.stdout.strip() == "true"
+
+    def stop():
+        subprocess.run([exe, "stop", "-t", "3", name], capture_output=True, env=env)
+
+    def logs():
+        out = subprocess.run([exe, "logs", "--tail", "5", name], capture_output=True, text=True, env=env)
+        return " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
+    return Server(endpoint, alive, stop, logs, name=name, image=image)
+
+
+# ---------------------------------------------------------------------------
+# 14. output
 # ---------------------------------------------------------------------------
 
 class Progress:
@@ -2707,7 +3152,7 @@ def print_table(stream, headers: list, rows: list, noheading: bool = False) -> N
 
 
 # ---------------------------------------------------------------------------
-# 14. cli
+# 15. cli
 # ---------------------------------------------------------------------------
 
 class Context:
@@ -2889,17 +3334,6 @@ def _print_facts(out, facts: dict) -> None:
         out.write("  tensor %s %s %s\n" % (t["name"], "x".join(map(str, t["shape"])), t["type"]))
 
 
-def find_engine(ctx) -> str:
-    """The container engine to use: --engine, env, config, else podman, else docker, else ''."""
-    import shutil
-    if getattr(ctx.args, "nocontainer", False) or ctx.config.get("container") is False:
-        return ""
-    chosen = ctx.args.engine or ctx.config.get("engine")
-    if chosen:
-        return chosen
-    return next((e for e in ("podman", "docker") if shutil.which(e)), "")
-
-
 def cmd_info(ctx) -> int:
     import json
     import platform
@@ -2916,7 +3350,9 @@ def cmd_info(ctx) -> int:
                    "settings": ctx.config.settings},
         "engine": find_engine(ctx) or None,
         "runtime": ctx.args.runtime or ctx.config.get("runtime") or "llama.cpp",
-        "image": ctx.args.image or ctx.config.get("image") or DEFAULT_IMAGE,
+        "image": ctx.args.image or ctx.config.get("image") or GPU_IMAGES[detect_gpu(ctx.env)] + ":latest",
+        "images": load_pins(store) if store.exists() else {},
+        "gpu": detect_gpu(ctx.env),
         "transport": ctx.config.get("transport") or DEFAULT_TRANSPORT,
     }
     json.dump(info, ctx.out, indent=2, sort_keys=True)
@@ -3046,8 +3482,230 @@ def cmd_logout(ctx) -> int:
     return 0
 
 
-def cmd_later(ctx) -> int:
-    raise NotImplementedYet("'%s' is not implemented yet" % ctx.args.command)
+def _runtime(ctx) -> str:
+    runtime = ctx.args.runtime or ctx.config.get("runtime") or "llama.cpp"
+    if runtime not in ("llama.cpp", "vllm"):
+        raise ConfigError("runtime must be llama.cpp or vllm, not %r" % runtime)
+    return runtime
+
+
+def _model_for(ctx, text: str) -> Model:
+    """The stored model, pulled first when it is not in the store yet."""
+    ref = ctx.resolve(text)
+    store = ctx.store
+    model = store.load(store.folder(ref)) if store.exists() else None
+    if model is None:
+        if ctx.args.dryrun:
+            raise NotFound("%s is not in the store (pull it first)" % (ref,))
+        ctx.info("%s is not in the store; pulling it" % (ref,))
+        model = pull_model(ctx, ref)
+    if model.meta.get("damaged"):
+        raise StoreError("%s is damaged (%s); pull it again" % (model.ref, ", ".join(model.meta["damaged"])))
+    return model
+
+
+def _image(ctx, runtime: str, gpu: str) -> str:
+    return ctx.args.image or ctx.config.get("image") or (
+        VLLM_IMAGE if runtime == "vllm" else GPU_IMAGES[gpu]) + ":latest"
+
+
+def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
+    """Start the model's server in the chosen engine, or natively; an engine that cannot run
+    containers (a docker client without a daemon) falls back to native with one warning.
+    With socket_dir (llama.cpp under `run`), the server listens on a unix socket there and a
+    container gets no network at all. Returns the Server, or None after --dryrun printed it."""
+    import shlex
+    runtime, engine, gpu = _runtime(ctx), find_engine(ctx), detect_gpu(ctx.env)
+    sock = (socket_dir + "/llama.sock") if socket_dir else None
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    endpoint = "unix:" + sock if sock else "http://%s:%d" % (local, port)
+    if engine:
+        name = ctx.args.name or "ramalama-" + os.urandom(4).hex()
+        labels = {LABEL: "true", LABEL + ".model": model.ref, LABEL + ".runtime": runtime,
+                  LABEL + ".url": endpoint if sock else endpoint + "/v1"}
+        opts = serve_options(ctx, model, runtime, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0",
+                             port, gpu, CONTAINER_MODELS)
+        image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, record=not ctx.args.dryrun)
+        publish = None if sock else ("%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port))
+        argv = container_argv(engine_kind(engine), engine, image, opts, model_mounts(model), name=name,
+                              labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
+                              socket_dir=socket_dir)
+        if ctx.args.dryrun:
+            ctx.out.write(shlex.join(argv) + "\n")
+            return None
+        try:
+            return start_container(engine, argv, name, endpoint, image, ctx.env)
+        except EngineError as e:
+            ctx.warn("%s; running natively instead" % e)
+    argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, model.path))
+    if ctx.args.dryrun:
+        ctx.out.write(shlex.join(argv) + "\n")
+        return None
+    log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
+    return start_native(argv, endpoint, log_path, ctx.env)
+
+
+def cmd_run(ctx) -> int:
+    import shutil
+    import tempfile
+    model = _model_for(ctx, ctx.args.MODEL)
+    # llama-server can listen on a unix socket: no port, and no network for the container
+    socket_dir = tempfile.mkdtemp(prefix="ramalama-") if _runtime(ctx) == "llama.cpp" else None
+    port = free_port()
+    server = None
+    try:
+        server = launch(ctx, model, host="127.0.0.1", port=port, socket_dir=socket_dir)
+        if server is None:                      # --dryrun
+            return 0
+        server.wait_healthy()
+        prompt = " ".join(ctx.args.PROMPT)
+        if not prompt and not sys.stdin.isatty():
+            prompt = sys.stdin.read().strip()
+            if not prompt:
+                raise UsageError("no prompt: give one as an argument or on stdin")
+        if prompt:
+            chat(server.endpoint, model.ref, [{"role": "user", "content": prompt}], ctx.out)
+            return 0
+        history = []
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                ctx.out.write("\n")
+                return 0
+            if line.strip() in ("/bye", "/exit", "/quit"):
+                return 0
+            if line.strip():
+                history.append({"role": "user", "content": line})
+                history.append({"role": "assistant", "content": chat(server.endpoint, model.ref, history, ctx.out)})
+    finally:
+        if server is not None:
+            server.stop()
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def cmd_serve(ctx) -> int:
+    import subprocess
+    args = ctx.args
+    model = _model_for(ctx, args.MODEL)
+    port = args.port or ctx.config.get("port") or 8080
+    host = args.host or ctx.config.get("host") or "0.0.0.0"
+    if args.generate:
+        return _generate(ctx, model, port)
+    if args.detach and not find_engine(ctx):
+        raise UsageError("--detach needs a container engine (podman or docker)")
+    server = launch(ctx, model, host=host, port=port)
+    if server is None:
+        return 0
+    try:
+        server.wait_healthy()
+    except BaseException:
+        server.stop()
+        raise
+    url = "http://%s:%d/v1" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+    if server.name and args.detach:
+        ctx.out.write("%s\n" % server.name)
+        ctx.info("Serving %s at %s in container %s (image %s)" % (model.ref, url, server.name, server.image))
+        return 0
+    ctx.info("Serving %s at %s (OpenAI API)%s; Ctrl-C stops it"
+             % (model.ref, url, " in container %s, image %s" % (server.name, server.image) if server.name else ""))
+    try:
+        if server.proc is not None:
+            return server.proc.wait()
+        return subprocess.run([find_engine(ctx), "wait", server.name], stdout=subprocess.DEVNULL,
+                              env=ctx.env).returncode
+    finally:
+        server.stop()
+
+
+def _generate(ctx, model: Model, port: int) -> int:
+    kind, _, outdir = ctx.args.generate.partition(":")
+    runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
+    engine = find_engine(ctx) or "podman"
+    image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, record=not ctx.args.dryrun)
+    opts = serve_options(ctx, model, runtime, "0.0.0.0", port, gpu, CONTAINER_MODELS)
+    name = ctx.args.name or "ramalama-" + model.ref.split("://", 1)[-1].replace("/", "-").replace(":", "-").replace(
+        "@", "-").lower()[:40].strip("-.")
+    files = generate_files(kind, name, image, runtime_argv(opts), model_mounts(model), port,
+                           {LABEL: "true", LABEL + ".model": model.ref})
+    outdir = outdir or "."
+    for fname, text in files.items():
+        path = os.path.join(outdir, fname)
+        if ctx.args.dryrun:
+            ctx.out.write("# %s\n%s" % (path, text))
+            continue
+        os.makedirs(outdir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        ctx.out.write(path + "\n")
+    return 0
+
+
+def _our_containers(ctx) -> list:
+    """Labelled containers as dicts: name, model, image, url, status, ports."""
+    import json
+    import subprocess
+    engine = find_engine(ctx)
+    if not engine:
+        raise RamalamaError("no container engine (podman or docker) found")
+    docker = engine_kind(engine) == "docker"
+    fmt = "{{json .}}" if docker else "json"
+    proc = subprocess.run([engine, "ps", "--filter", "label=" + LABEL, "--format", fmt],
+                          capture_output=True, text=True, env=ctx.env)
+    if proc.returncode != 0:
+        raise EngineError("%s ps failed: %s" % (engine, (proc.stderr.strip().splitlines() or ["?"])[-1]))
+    try:
+        raw = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()] if docker else (
+            json.loads(proc.stdout or "[]"))
+    except ValueError:
+        raise EngineError("%s ps printed something that is not JSON" % engine)
+    rows = []
+    for c in raw:
+        labels = c.get("Labels") or {}
+        if isinstance(labels, str):
+            labels = dict(kv.partition("=")[::2] for kv in labels.split(",") if kv)
+        names = c.get("Names")
+        rows.append({"name": names[0] if isinstance(names, list) and names else str(names or ""),
+                     "model": labels.get(LABEL + ".model", ""), "url": labels.get(LABEL + ".url", ""),
+                     "image": c.get("Image", ""), "status": c.get("Status") or c.get("State", "")})
+    return rows
+
+
+def cmd_containers(ctx) -> int:
+    import json
+    rows = _our_containers(ctx)
+    if ctx.args.json:
+        json.dump(rows, ctx.out, indent=2)
+        ctx.out.write("\n")
+    elif ctx.args.format:
+        import re
+        for row in rows:                 # {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}}
+            field = lambda m: row.get({"names": "name"}.get(m.group(1).lower(), m.group(1).lower()), "")  # noqa: E731
+            ctx.out.write(re.sub(r"\{\{\s*\.(\w+)\s*\}\}", field, ctx.args.format) + "\n")
+    else:
+        print_table(ctx.out, ["NAME", "MODEL", "URL", "STATUS"],
+                    [[r["name"], r["model"], r["url"], r["status"]] for r in rows], ctx.args.noheading)
+    return 0
+
+
+def cmd_stop(ctx) -> int:
+    import subprocess
+    args = ctx.args
+    if bool(args.NAME) == bool(args.all):
+        raise UsageError("stop takes a container NAME or --all")
+    ours = {r["name"] for r in _our_containers(ctx)}
+    names = sorted(ours) if args.all else [args.NAME]
+    for name in names:
+        if name not in ours:
+            if args.ignore:
+                continue
+            raise NotFound("no running ramalama container named %s" % name)
+        proc = subprocess.run([find_engine(ctx), "stop", name], capture_output=True, text=True, env=ctx.env)
+        if proc.returncode != 0:
+            raise EngineError("could not stop %s: %s" % (name, proc.stderr.strip()))
+        ctx.out.write(name + "\n")
+    return 0
 
 
 # -- parser
@@ -3102,8 +3760,8 @@ COMMANDS = (
     # names, handler, help
     (("pull",), cmd_pull, "pull models into the store"),
     (("push",), cmd_push, "push a model to an OCI registry"),
-    (("run",), cmd_later, "run a model and chat with it"),
-    (("serve",), cmd_later, "serve a model over an OpenAI-compatible API"),
+    (("run",), cmd_run, "run a model and chat with it"),
+    (("serve",), cmd_serve, "serve a model over an OpenAI-compatible API"),
     (("list", "ls"), cmd_list, "list the models in the store"),
     (("rm",), cmd_rm, "remove models from the store"),
     (("inspect",), cmd_inspect, "show a model's metadata"),
@@ -3111,8 +3769,8 @@ COMMANDS = (
     (("login",), cmd_login, "log in to a registry"),
     (("logout",), cmd_logout, "log out of a registry"),
     (("version",), cmd_version, "show the version"),
-    (("containers", "ps"), cmd_later, "list running model containers"),
-    (("stop",), cmd_later, "stop a model container"),
+    (("containers", "ps"), cmd_containers, "list running model containers"),
+    (("stop",), cmd_stop, "stop a model container"),
     (("fsck",), cmd_fsck, "verify every blob and model folder"),
     (("prune",), cmd_prune, "delete unreferenced blobs and leftover temporary files"),
 )
@@ -3209,7 +3867,7 @@ def _add_global_flags(p, after_command: bool = False) -> None:
     g.add_argument("--nocontainer", action="store_true", **kw, help="run natively, not in a container")
     g.add_argument("--runtime", choices=("llama.cpp", "vllm"), **kw, help="inference runtime (default llama.cpp)")
     g.add_argument("--image", metavar="IMAGE", **kw, help="container image (env RAMALAMA_IMAGE; default %s)"
-                   % DEFAULT_IMAGE)
+                   % "quay.io/ramalama/ramalama, or its cuda/rocm/intel-gpu variant")
     g.add_argument("--dryrun", "--dry-run", action="store_true", **kw, help="print what would run; change nothing")
     g.add_argument("--debug", action="store_true", **kw, help="log requests and decisions to stderr")
     g.add_argument("-q", "--quiet", action="store_true", **kw, help="print no progress")

@@ -40,9 +40,9 @@ def write_layout(root: Path, tag: str, config: tuple, layers: list, artifact_typ
     if artifact_type:
         manifest["artifactType"] = artifact_type
     put(config[1])
-    for media_type, data, annotations in layers:
+    for media_type, data, notes in layers:
         put(data)
-        manifest["layers"].append(descriptor(media_type, data, annotations))
+        manifest["layers"].append(descriptor(media_type, data, notes))
     raw = json.dumps(manifest).encode()
     put(raw)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')

@@ -20,6 +20,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin
+"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml
 
 "$PY" -m pytest -q -rs -p no:cacheprovider tests "$@"

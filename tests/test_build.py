@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import ast
-import glob
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-from conftest import BUILD_SH, EXPECTED_VERSION_LINE, ROOT, build, find_python, require, run, sha256
+from conftest import EXPECTED_VERSION_LINE, ROOT, build, find_python, require, run, sha256
 
 
 def expected_epoch():

@@ -8,7 +8,6 @@ import pytest
 from conftest import blobs
 from hub import FakeHub, Repo
 
-import ramalama
 
 
 def gguf_bytes(tiny_gguf, tag: bytes) -> bytes:

@@ -1,0 +1,168 @@
+"""Command lines for every engine x runtime x GPU kind (golden), image pinning, GPU detection,
+deployment files. Everything here runs through --dryrun or pure functions."""
+import json
+import re
+import shlex
+
+import pytest
+import yaml
+
+import ramalama
+
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = "quay.io/ramalama/ramalama@" + DIGEST
+
+
+def opts(**kw):
+    base = dict(runtime="llama.cpp", model="/m/tiny.gguf", mmproj=None, template=None, alias="ollama://tiny:latest",
+                host="0.0.0.0", port=8080, ctx_size=None, ngl=0, threads=None, temp=None, seed=None, extra=None)
+    base.update(kw)
+    return ramalama.ServeOptions(**base)
+
+
+def test_runtime_argv_llama_cpp_and_vllm():
+    assert ramalama.runtime_argv(opts()) == [
+        "llama-server", "--host", "0.0.0.0", "--port", "8080", "--model", "/m/tiny.gguf",
+        "--alias", "ollama://tiny:latest", "--n-gpu-layers", "0"]
+    full = opts(ctx_size=4096, ngl=999, threads=4, temp=0.2, seed=7, mmproj="/m/mmproj.gguf",
+                template="/m/template.jinja", extra="--flash-attn on --no-webui")
+    assert ramalama.runtime_argv(full) == [
+        "llama-server", "--host", "0.0.0.0", "--port", "8080", "--model", "/m/tiny.gguf",
+        "--alias", "ollama://tiny:latest", "--ctx-size", "4096", "--n-gpu-layers", "999", "--threads", "4",
+        "--temp", "0.2", "--seed", "7", "--mmproj", "/m/mmproj.gguf", "--jinja", "--chat-template-file",
+        "/m/template.jinja", "--flash-attn", "on", "--no-webui"]
+    assert ramalama.runtime_argv(opts(runtime="vllm", ctx_size=2048, seed=1, model="/m")) == [
+        "vllm", "serve", "/m", "--host", "0.0.0.0", "--port", "8080", "--served-model-name",
+        "ollama://tiny:latest", "--max-model-len", "2048", "--seed", "1"]
+
+
+@pytest.mark.parametrize("engine, gpu, flags", [
+    ("podman", "none", []),
+    ("podman", "nvidia", ["--device", "nvidia.com/gpu=all"]),
+    ("docker", "nvidia", ["--gpus", "all"]),
+    ("podman", "amd", ["--device", "/dev/kfd", "--device", "/dev/dri"]),
+    ("docker", "amd", ["--device", "/dev/kfd", "--device", "/dev/dri"]),
+    ("podman", "intel", ["--device", "/dev/dri"]),
+    ("docker", "intel", ["--device", "/dev/dri"]),
+])
+@pytest.mark.parametrize("runtime", ["llama.cpp", "vllm"])
+def test_container_argv_golden(engine, gpu, flags, runtime):
+    o = opts(runtime=runtime, model="/mnt/models/tiny.gguf")
+    argv = ramalama.container_argv(engine, "/usr/bin/" + engine, IMAGE, o, [("/s/tiny.gguf", "/mnt/models/tiny.gguf")],
+                                   name="ramalama-x", labels={"ai.ramalama": "true"}, gpu=gpu,
+                                   devices=["/dev/fuse"], publish="8080:8080")
+    assert argv == (["/usr/bin/" + engine, "run", "--rm", "-d", "--name", "ramalama-x", "--label", "ai.ramalama=true",
+                     "--cap-drop=all", "--security-opt=no-new-privileges", "--init", "-p", "8080:8080",
+                     "--mount=type=bind,src=/s/tiny.gguf,destination=/mnt/models/tiny.gguf,ro=true"]
+                    + flags + ["--device", "/dev/fuse", IMAGE] + ramalama.runtime_argv(o))
+
+
+def test_run_container_has_no_network_only_a_socket():
+    o = opts(host="/run/ramalama/llama.sock")
+    argv = ramalama.container_argv("podman", "podman", IMAGE, o, [], name="n", labels={}, gpu="none", devices=[],
+                                   socket_dir="/tmp/ramalama-x")
+    assert "--network=none" in argv and "-p" not in argv
+    assert "--mount=type=bind,src=/tmp/ramalama-x,destination=/run/ramalama" in argv
+    assert argv[argv.index("--host") + 1] == "/run/ramalama/llama.sock"
+
+
+def test_gpu_detection():
+    none = lambda path: False  # noqa: E731
+    assert ramalama.detect_gpu({}, exists=lambda p: p == "/dev/nvidia0", which=lambda t: None) == "nvidia"
+    assert ramalama.detect_gpu({}, exists=none, which=lambda t: t == "nvidia-smi" and "/usr/bin/nvidia-smi") == "nvidia"
+    assert ramalama.detect_gpu({}, exists=lambda p: p == "/dev/kfd", which=lambda t: None) == "amd"
+    assert ramalama.detect_gpu({}, exists=none, which=lambda t: None, vendors=["0x1af4", "0x8086"]) == "intel"
+    assert ramalama.detect_gpu({}, exists=none, which=lambda t: None, vendors=[]) == "none"
+    assert ramalama.detect_gpu({"RAMALAMA_GPU": "AMD"}, exists=none, which=lambda t: None, vendors=[]) == "amd"
+
+
+@pytest.fixture
+def pulled(cli, model_file):
+    assert cli("pull", "file://%s" % model_file).code == 0
+    return "file://%s" % model_file
+
+
+def pin(store, image, digest=DIGEST):
+    """Record a pin the way a previous run would have."""
+    path = store / "images.json"
+    pins = json.loads(path.read_text()) if path.exists() else {}
+    pins[image] = {"digest": digest, "via": "registry", "pinned": "2026-11-25T00:00:00Z"}
+    path.write_text(json.dumps(pins))
+
+
+@pytest.mark.parametrize("gpu, image", [("none", "quay.io/ramalama/ramalama"), ("nvidia", "quay.io/ramalama/cuda"),
+                                        ("amd", "quay.io/ramalama/rocm"), ("intel", "quay.io/ramalama/intel-gpu")])
+def test_serve_dryrun_uses_the_gpu_image_by_digest(cli, store, pulled, model_file, gpu, image):
+    pin(store, image + ":latest")
+    r = cli("--engine", "podman", "--dryrun", "serve", "--name", "tiny", "--port", "8081", pulled,
+            env_extra={"RAMALAMA_GPU": gpu})
+    assert r.code == 0, r
+    argv = shlex.split(r.out)
+    assert argv[:6] == ["podman", "run", "--rm", "-d", "--name", "tiny"]
+    assert "%s@%s" % (image, DIGEST) in argv and not [a for a in argv if a.endswith(":latest")]
+    assert "--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny.gguf,ro=true" % (
+        store, model_file) in argv
+    assert argv[argv.index("-p") + 1] == "8081:8081"
+    assert argv[argv.index("--n-gpu-layers") + 1] == ("0" if gpu == "none" else "999")
+    assert "ai.ramalama.url=http://127.0.0.1:8081/v1" in argv
+
+
+def test_serve_dryrun_natively_and_vllm(cli, store, pulled, model_file):
+    r = cli("--nocontainer", "--dryrun", "serve", "--port", "9000", "--host", "127.0.0.1", "--ctx-size", "1024",
+            "--ngl", "5", pulled)
+    assert shlex.split(r.out) == [
+        "llama-server", "--host", "127.0.0.1", "--port", "9000", "--model",
+        "%s/repos/file%s/tiny.gguf" % (store, model_file), "--alias", pulled, "--ctx-size", "1024",
+        "--n-gpu-layers", "5"]
+    r = cli("--nocontainer", "--runtime", "vllm", "--dryrun", "serve", pulled)
+    assert shlex.split(r.out)[:3] == ["vllm", "serve", "%s/repos/file%s/tiny.gguf" % (store, model_file)]
+
+
+def test_run_dryrun_uses_a_socket(cli, store, pulled):
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    r = cli("--engine", "docker", "--dryrun", "run", pulled, "hello", env_extra={"RAMALAMA_GPU": "none"})
+    argv = shlex.split(r.out)
+    assert "--network=none" in argv and "-p" not in argv
+    assert argv[argv.index("--host") + 1] == "/run/ramalama/llama.sock"
+    r = cli("--nocontainer", "--dryrun", "run", pulled, "hello")
+    host = shlex.split(r.out)[2]
+    assert re.fullmatch(r"/tmp/ramalama-[^/]+/llama\.sock", host)
+
+
+def test_image_pins(cli, store, pulled):
+    r = cli("--engine", "/nonexistent/podman", "--image", "quay.io/x/y:1", "--dryrun", "serve", "--pull", "never",
+            pulled)
+    assert r.code == 1 and "is not in the" in r.err and "--image quay.io/x/y@sha256:<digest>" in r.err
+    pin(store, "quay.io/x/y:1")
+    r = cli("--engine", "/nonexistent/podman", "--image", "quay.io/x/y:1", "--dryrun", "serve", pulled)
+    assert r.code == 0 and "quay.io/x/y@" + DIGEST in r.out
+    info = json.loads(cli("info").out)
+    assert info["images"]["quay.io/x/y:1"]["digest"] == DIGEST
+
+
+def test_generate_kube_quadlet_compose(cli, store, pulled, tmp_path, model_file):
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    out = tmp_path / "deploy"
+    for kind in ("kube", "quadlet", "compose"):
+        r = cli("--engine", "podman", "serve", "--name", "tiny", "--port", "8085", "--generate", "%s:%s" % (kind, out),
+                pulled, env_extra={"RAMALAMA_GPU": "none"})
+        assert r.code == 0, r
+    blob_path = "%s/repos/file%s/tiny.gguf" % (store, model_file)
+    image = "quay.io/ramalama/ramalama@" + DIGEST
+    kube = list(yaml.safe_load_all((out / "tiny.yaml").read_text()))
+    deploy, service = kube
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == image and container["command"][0] == "llama-server"
+    assert container["volumeMounts"] == [{"name": "model-0", "mountPath": "/mnt/models/tiny.gguf", "readOnly": True}]
+    assert deploy["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "model-0", "hostPath": {"path": blob_path, "type": "File"}}]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert service["spec"]["ports"] == [{"port": 8085, "targetPort": 8085}]
+    compose = yaml.safe_load((out / "compose.yaml").read_text())["services"]["tiny"]
+    assert compose["image"] == image and compose["ports"] == ["8085:8085"]
+    assert compose["volumes"] == [{"type": "bind", "source": blob_path, "target": "/mnt/models/tiny.gguf",
+                                   "read_only": True}]
+    quadlet = (out / "tiny.container").read_text().splitlines()
+    assert "Image=" + image in quadlet and "PublishPort=8085:8085" in quadlet
+    assert "Mount=type=bind,src=%s,destination=/mnt/models/tiny.gguf,ro=true" % blob_path in quadlet
+    assert [line for line in quadlet if line.startswith("Exec=llama-server --host 0.0.0.0 --port 8085")]
