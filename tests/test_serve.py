@@ -1,0 +1,232 @@
+"""serve and run for real: llama-server built from source natively, the same inside podman
+(and through the docker CLI against podman's socket), and vLLM's API shape from a stand-in."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, require
+from registry import RegistryServer
+from runtime import build_llama_image, build_llama_server, have, install_fake_vllm, podman_env
+
+
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    try:
+        path = build_llama_server()
+    except Exception as e:             # noqa: BLE001 - reported through require()
+        path = None
+        print("llama-server unavailable: %s" % e)
+    return require("llama-server (tests/build-llama-server.sh)", path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ramalama(store, *argv, env=None, **kw):
+    return subprocess.Popen([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + list(argv),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def chat_completion(port, model):
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello"}],
+                       "max_tokens": 8}).encode()
+    req = urllib.request.Request("http://127.0.0.1:%d/v1/chat/completions" % port, data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def wait_port(port, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def llama_processes(marker: str) -> list:
+    out = subprocess.run(["pgrep", "-af", "llama-server"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line]
+
+
+@pytest.fixture
+def model(cli, model_file):
+    assert cli("pull", "file://%s" % model_file).code == 0
+    return "file://%s" % model_file
+
+
+@pytest.fixture
+def path_env(env, llama_server):
+    return dict(env, PATH=os.path.dirname(llama_server) + os.pathsep + env["PATH"])
+
+
+def test_serve_nocontainer_answers_and_stops(store, model, path_env):
+    port = free_port()
+    proc = ramalama(store, "--nocontainer", "serve", "--port", str(port), "--host", "127.0.0.1", model, env=path_env)
+    try:
+        wait_port(port, proc)
+        answer = chat_completion(port, model)
+        assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["role"] == "assistant"
+        assert llama_processes(str(store))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Serving %s at http://127.0.0.1:%d/v1" % (model, port) in err
+    assert "Traceback" not in err
+    assert llama_processes(str(store)) == []
+
+
+def test_run_nocontainer_answers_once_and_cleans_up(store, model, path_env):
+    proc = ramalama(store, "--nocontainer", "run", model, "hello there", env=path_env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(out.strip()) > 0                       # random weights: gibberish, but an answer
+    assert llama_processes(str(store)) == []
+    proc = ramalama(store, "--nocontainer", "run", model, env=path_env, stdin=subprocess.PIPE)
+    out, err = proc.communicate("a prompt on stdin\n", timeout=120)
+    assert proc.returncode == 0 and out.strip(), err
+    assert not [p for p in os.listdir("/tmp") if p.startswith("ramalama-") and
+                os.path.exists("/tmp/%s/llama.sock" % p) and str(proc.pid) in p]
+
+
+def test_run_pulls_a_missing_model_first(store, model_file, path_env):
+    proc = ramalama(store, "--nocontainer", "run", "file://%s" % model_file, "hi", env=path_env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "not in the store; pulling it" in err, err
+
+
+def test_missing_runtime_is_one_line(store, model, env):
+    proc = ramalama(store, "--nocontainer", "run", model, "hi", env=dict(env, PATH="/usr/bin:/bin"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1] == ("Error: llama-server is not installed (not on PATH); install it, "
+                                            "or run in a container with podman or docker")
+
+
+def test_vllm_runtime_against_its_api_shape(store, model, env, tmp_path):
+    install_fake_vllm(tmp_path / "bin")
+    log = tmp_path / "vllm.log"
+    run_env = dict(env, PATH="%s:%s" % (tmp_path / "bin", env["PATH"]), FAKE_VLLM_LOG=str(log))
+    proc = ramalama(store, "--nocontainer", "--runtime", "vllm", "run", "--ctx-size", "2048", model, "tell me",
+                    env=run_env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "vllm says: tell me"
+    argv = json.loads(log.read_text().splitlines()[0])
+    assert argv[1:3] == ["serve", "%s/repos/file%s/tiny.gguf" % (store, model[len("file://"):])]
+    assert argv[argv.index("--max-model-len") + 1] == "2048"
+
+
+# -- containers
+
+@pytest.fixture(scope="module")
+def podman_image(tmp_path_factory, llama_server):
+    """An image holding llama-server, pushed by tag to a local registry."""
+    require("podman (apt-get install podman runc)", have("podman") and have("runc"))
+    require("docker-registry", have("docker-registry"))
+    tmp = tmp_path_factory.mktemp("podman")
+    reg = RegistryServer(tmp / "registry").start()
+    penv = podman_env(tmp, reg.host)
+    tag = "%s/ramalama/llama:latest" % reg.host
+    build_llama_image(llama_server, tmp, penv, tag)
+    subprocess.run(["podman", "push", "--quiet", "--tls-verify=false", tag], check=True, capture_output=True,
+                   env=dict(os.environ, **penv), timeout=300)
+    yield tag, penv
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, env=dict(os.environ, **penv))
+    reg.stop()
+
+
+def podman(penv, *argv):
+    return subprocess.run(["podman"] + list(argv), capture_output=True, text=True, env=dict(os.environ, **penv))
+
+
+def test_serve_in_podman_pinned_by_digest(store, model, env, podman_image):
+    tag, penv = podman_image
+    run_env = dict(env, **penv)
+    port = free_port()
+    proc = ramalama(store, "--engine", "podman", "--image", tag, "--debug", "serve", "-d", "--name", "tiny-served",
+                    "--port", str(port), model, env=run_env)
+    out, err = proc.communicate(timeout=300)
+    try:
+        assert proc.returncode == 0, err
+        assert out.strip() == "tiny-served"
+        pinned = json.loads((store / "images.json").read_text())[tag]["digest"]
+        assert "image %s@%s" % (tag.rsplit(":", 1)[0], pinned) in err
+        inspect = json.loads(podman(penv, "inspect", "tiny-served").stdout)[0]
+        assert inspect["ImageName"] == "%s@%s" % (tag.rsplit(":", 1)[0], pinned)
+        assert chat_completion(port, model)["choices"]
+        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine", "podman",
+                            "ps", "--json"], capture_output=True, text=True, env=run_env)
+        rows = json.loads(r.stdout)
+        assert [(c["name"], c["model"]) for c in rows] == [("tiny-served", model)]
+        assert rows[0]["url"] == "http://127.0.0.1:%d/v1" % port
+        mounts = inspect["Mounts"]
+        assert [m["Destination"] for m in mounts if m["Destination"].startswith("/mnt/models")] == ["/mnt/models/tiny.gguf"]
+        assert all(not m["RW"] for m in mounts if m["Destination"].startswith("/mnt/models"))
+        assert inspect["HostConfig"]["CapDrop"] and "no-new-privileges" in json.dumps(inspect["HostConfig"]["SecurityOpt"])
+    finally:
+        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine", "podman",
+                            "stop", "tiny-served"], capture_output=True, text=True, env=run_env)
+    assert r.returncode == 0 and r.stdout.strip() == "tiny-served", r.stderr
+    assert "tiny-served" not in podman(penv, "ps", "--format", "{{.Names}}").stdout
+
+
+def test_run_in_podman_without_network(store, model, env, podman_image):
+    tag, penv = podman_image
+    run_env = dict(env, **penv)
+    proc = ramalama(store, "--engine", "podman", "--image", tag, "run", "--name", "tiny-run", model, "hello",
+                    env=run_env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert out.strip()
+    assert "tiny-run" not in podman(penv, "ps", "-a", "--format", "{{.Names}}").stdout   # stopped and removed
+
+
+def test_docker_cli_against_podman_socket(store, model, env, podman_image, tmp_path):
+    tag, penv = podman_image
+    require("docker CLI", have("docker"))
+    sock = tmp_path / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", "unix://%s" % sock],
+                               env=dict(os.environ, **penv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        run_env = dict(env, DOCKER_HOST="unix://%s" % sock, **penv)
+        proc = ramalama(store, "--engine", "docker", "--image", tag, "run", model, "hello", env=run_env)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert out.strip()
+    finally:
+        service.terminate()
+        service.wait(10)
+
+
+def test_docker_without_a_daemon_falls_back_to_native(store, model, path_env):
+    require("docker CLI", have("docker"))
+    digest = "sha256:" + "cd" * 32
+    run_env = dict(path_env, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    proc = ramalama(store, "--engine", "docker", "--image", "quay.io/x/y@" + digest, "run", model, "hi", env=run_env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "running natively instead" in warnings[0]
