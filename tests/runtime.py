@@ -91,6 +91,9 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert req["model"] == name, req
+        if os.environ.get("FAKE_VLLM_LOG"):
+            with open(os.environ["FAKE_VLLM_LOG"], "a") as f:
+                f.write(json.dumps({"messages": req["messages"]}) + "\n")
         words = ["vllm", "says:"] + req["messages"][-1]["content"].split()
         chunks = b"".join(b"data: " + json.dumps({"choices": [{"delta": {"content": w + " "}}]}).encode() + b"\n\n"
                           for w in words) + b"data: [DONE]\n\n"

@@ -219,3 +219,57 @@ def test_docker_without_a_daemon_falls_back_to_native(store, model, path_env):
     assert proc.returncode == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("Warning: ")]
     assert len(warnings) == 1 and "running natively instead" in warnings[0]
+
+
+def pty_chat(argv: list, env: dict, lines: list) -> tuple:
+    """Run argv on a pseudo-terminal: wait for each '> ' prompt, type the next line.
+    Returns (exit status, everything the terminal showed)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    seen = b""
+
+    def read_until(marker: bytes, timeout=60):
+        nonlocal seen
+        start, deadline = len(seen), time.time() + timeout
+        while marker not in seen[start:]:
+            assert time.time() < deadline, seen
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    return
+    try:
+        for line in lines:
+            read_until(b"> ")
+            os.write(fd, line.encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+        read_until(b"", timeout=1)
+    finally:
+        os.close(fd)
+    return status, seen.decode("utf-8", "replace")
+
+
+def test_interactive_run_on_a_terminal(store, model, path_env):
+    """A real pseudo-terminal: prompt, two turns, /bye, the server gone."""
+    argv = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "run", "--temp", "0",
+            model]
+    status, _screen = pty_chat(argv, path_env, ["hello there", "and again", "/bye"])
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert llama_processes(str(store)) == []
+
+
+def test_interactive_chat_keeps_history(store, model, env, tmp_path):
+    install_fake_vllm(tmp_path / "bin")
+    log = tmp_path / "vllm.log"
+    run_env = dict(env, PATH="%s:%s" % (tmp_path / "bin", env["PATH"]), FAKE_VLLM_LOG=str(log))
+    argv = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "--runtime", "vllm",
+            "run", model]
+    status, screen = pty_chat(argv, run_env, ["first question", "second one", "/bye"])
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert "vllm says: first question" in screen and "vllm says: second one" in screen
+    requests = [json.loads(line)["messages"] for line in log.read_text().splitlines() if '"messages"' in line]
+    assert [[m["role"] for m in msgs] for msgs in requests] == [["user"], ["user", "assistant", "user"]]
+    assert requests[1][1]["content"].strip() == "vllm says: first question"
