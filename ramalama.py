@@ -71,6 +71,9 @@ DEFAULT_TRANSPORT = "ollama"
 OLLAMA_HOST = "registry.ollama.ai"
 DOCKER_HUB = "docker.io"
 CHUNK = 1 << 20                  # read buffer for downloads and hashing
+CONNECTIONS = 8                  # default connections per download (--parallel, [ramalama.download])
+PART_MIN = 16 << 20              # blobs below 2 parts of this size come in one stream
+STEAL_MIN = 4 << 20              # an idle connection takes half of a part with at least 2x this left
 HOST_CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 REF_FILE = ".ref.json"           # a model folder's commit point
 REF_VERSION = 1                  # layout version written into every .ref.json
@@ -185,6 +188,14 @@ def parse_content_range(value: str):
     if first < 0 or last < first or (total is not None and last >= total):
         return None
     return (first, last, total)
+
+
+def plan_parts(total: int, connections: int, part_min: int = PART_MIN) -> list:
+    """[start, end, done] parts of a download: as many as connections allow, none smaller
+    than part_min (a small blob stays one part)."""
+    n = max(1, min(connections, total // part_min))
+    size = -(-total // n)
+    return [[i * size, min(total, (i + 1) * size), 0] for i in range(n) if i * size < total]
 
 
 def backoff_delay(attempt: int, retry_after: str = None, rand: float = 0.5, cap: float = 30.0) -> float:
@@ -684,8 +695,10 @@ class HTTPSession:
 
     def _acquire(self, key):
         idle = self._pool.get(key)
-        if idle:
+        try:                        # list.pop is atomic: part workers share the pool
             return idle.pop(), True
+        except (AttributeError, IndexError):
+            pass
         import http.client
         scheme, host, port = key
         if scheme == "https":
@@ -838,6 +851,10 @@ def status_error(resp: Response, url: str) -> HTTPStatusError:
 Fetched = namedtuple("Fetched", "path hexdigest size validator")
 
 
+class _Changed(Exception):
+    """The remote file changed under a resumed download: start it over."""
+
+
 class Downloader:
     """Fetches one URL into the store's tmp/, resumable, hashing as bytes arrive.
 
@@ -848,10 +865,13 @@ class Downloader:
     transfer is one stream today; `_transfer` is where ranged parts will plug in.
     """
 
-    def __init__(self, session: HTTPSession, store: "Store", progress=None):
+    def __init__(self, session: HTTPSession, store: "Store", progress=None, connections: int = 1,
+                 part_min: int = PART_MIN, steal_min: int = STEAL_MIN):
         self.session = session
         self.store = store
         self.progress = progress
+        self.connections = max(1, connections)
+        self.part_min, self.steal_min = part_min, steal_min
 
     def fetch(self, url: str, key: str, label: str, digest: str = None, size: int = None,
               auth: str = None, consume=None, on_wait=None) -> "Fetched":
@@ -901,17 +921,39 @@ class Downloader:
     def _transfer(self, url, partial, state, state_path, label, auth):
         """Run one download to completion, resuming after dropped connections."""
         import hashlib
-        attempts = 0
+        attempts, first = 0, None
         while True:
+            if state.get("parts"):
+                try:
+                    return self._parallel(url, partial, state, state_path, label, auth, first)
+                except _Changed:
+                    state.clear()
+                    attempts += 1
+                    if attempts > self.session.retries:
+                        raise NetworkError("%s: the file keeps changing while it downloads" % label)
+                    continue
+                finally:
+                    if first is not None:
+                        first.close(reuse=False)     # a no-op when the first part consumed it
+                        first = None
             offset = _file_size(partial) if state else 0
             headers = {}
             if offset:
                 headers["Range"] = "bytes=%d-" % offset
                 if state.get("validator"):
                     headers["If-Range"] = state["validator"]
+            elif self.connections > 1:
+                headers["Range"] = "bytes=0-"         # a 206 says ranges work: parts may follow
             resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth)
+            cont = self._continuation(resp, offset)
+            if cont and not offset and resp.status == 206 and cont[0] and cont[0] >= 2 * self.part_min:
+                state.update(url=url, validator=resp.header("ETag") or resp.header("Last-Modified"),
+                             total=cont[0], resumed=False, final_url=resp.url,
+                             parts=plan_parts(cont[0], self.connections, self.part_min))
+                _write_json_atomic(state_path, state)
+                first = resp                       # its body is the first part's beginning
+                continue
             with resp:
-                cont = self._continuation(resp, offset)
                 if cont is None:                        # not the bytes we asked for: start over
                     resp.close(reuse=False)
                     state.clear()
@@ -939,6 +981,139 @@ class Downloader:
                 raise NetworkError("%s: connection keeps dropping at %s of %s" % (label, human_size(done), of))
             self.session._wait(attempts - 1, None, "%s: connection dropped at %s of %s"
                                % (label, human_size(done), of))
+
+    def _parallel(self, url, partial, state, state_path, label, auth, first=None) -> tuple:
+        """Fetch the planned parts on several connections at once, each written in place with
+        pwrite; progress is saved to the state file twice a second, so a rerun resumes every
+        part. A connection that runs out of work takes half of the part with the most left
+        (a slow or stalled connection then holds back only a shrinking tail). Returns the
+        finished file's (sha256, size): hashed once at the end, as the parts arrive unordered."""
+        import threading
+        total, parts = state["total"], state["parts"]
+        state["resumed"] = state.get("resumed") or any(p[2] for p in parts)
+        where = {"url": state.get("final_url") or url}
+        lock, errors, busy = threading.Lock(), [], set()
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size != total:
+                try:
+                    os.posix_fallocate(fd, 0, total)     # claims the space now: ENOSPC before, not during
+                except (AttributeError, OSError) as e:
+                    if getattr(e, "errno", None) == errno.ENOSPC:
+                        raise
+                    os.ftruncate(fd, total)
+
+            def next_part():
+                for i, p in enumerate(parts):
+                    if i not in busy and p[0] + p[2] < p[1]:
+                        return i
+                active = [i for i in busy if parts[i][1] - parts[i][0] - parts[i][2] >= 2 * self.steal_min]
+                if not active:
+                    return None
+                victim = max(active, key=lambda i: parts[i][1] - parts[i][0] - parts[i][2])
+                start, end, done = parts[victim]
+                mid = start + done + (end - start - done) // 2
+                parts[victim][1] = mid                   # the victim stops at mid, we take the rest
+                parts.append([mid, end, 0])
+                return len(parts) - 1
+
+            def worker():
+                while not errors:
+                    with lock:
+                        i = next_part()
+                        if i is None:
+                            return
+                        busy.add(i)
+                    try:
+                        opened = first if i == 0 and first is not None and not parts[0][2] else None
+                        self._fetch_part(url, where, parts[i], fd, auth, lock, state.get("validator"), opened)
+                    except BaseException as e:   # noqa: BLE001 - handed to the main thread
+                        errors.append(e)
+                    finally:
+                        with lock:
+                            busy.discard(i)
+
+            threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.connections)]
+            if self.progress:
+                self.progress.start(label, total, sum(p[2] for p in parts))
+            for t in threads:
+                t.start()
+            try:
+                while True:
+                    alive = [t for t in threads if t.is_alive()]
+                    if not alive:
+                        break
+                    alive[0].join(0.5)
+                    with lock:
+                        state["final_url"] = where["url"]
+                        _write_json_atomic(state_path, state)
+                    if self.progress:
+                        self.progress.update(sum(min(p[2], p[1] - p[0]) for p in parts))
+            except BaseException:
+                errors.append(KeyboardInterrupt())     # tell the workers to stop
+                raise
+            if self.progress:
+                self.progress.finish(not errors)
+            if errors:
+                raise errors[0]
+        finally:
+            os.close(fd)
+        return sha256_file(partial), total
+
+    def _fetch_part(self, url, where, part, fd, auth, lock, validator, opened=None) -> None:
+        """Fill part [start, end) from start + done, resuming after drops; the end may shrink
+        while this runs (another connection took the rest). A CDN URL that expired (403/410)
+        is resolved again from the original URL. `opened` is a response already streaming
+        from the part's start (the probe's)."""
+        import http.client
+        import socket
+        from urllib.parse import urlsplit
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        failures = 0
+        while part[0] + part[2] < part[1]:
+            pos = part[0] + part[2]
+            current = where["url"]
+            same_origin = urlsplit(current)[:2] == urlsplit(url)[:2]
+            headers = {"Range": "bytes=%d-%d" % (pos, part[1] - 1)}
+            if validator:
+                headers["If-Range"] = validator
+            resp, opened = opened or self.session.request("GET", current, headers=headers, ok=(200, 206, 403, 410),
+                                                          auth=auth if same_origin else None), None
+            if resp.status == 200:                       # If-Range failed: not the file we started
+                resp.close(reuse=False)
+                raise _Changed()
+            if resp.status in (403, 410):
+                resp.discard()
+                failures += 1
+                if current == url or failures > self.session.retries:
+                    raise NetworkError("%s: HTTP %d for a part of the download" % (redact(current), resp.status))
+                with lock:
+                    if where["url"] == current:          # one connection re-resolves for all
+                        fresh = self.session.request("GET", url, headers={"Range": "bytes=0-0"}, ok=(206,), auth=auth)
+                        fresh.discard()
+                        where["url"] = fresh.url
+                continue
+            cr = parse_content_range(resp.header("Content-Range"))
+            if cr is None or cr[0] != pos:
+                resp.close(reuse=False)
+                raise NetworkError("%s: server answered a part with a wrong Content-Range" % redact(current))
+            try:
+                while pos < part[1]:
+                    n = resp.readinto(buf)
+                    if not n:
+                        break
+                    n = min(n, max(0, part[1] - pos))
+                    os.pwrite(fd, view[:n], pos)
+                    pos += n
+                    part[2] = pos - part[0]
+                resp.close(reuse=pos >= cr[1] + 1)
+            except (OSError, http.client.HTTPException, socket.timeout) as e:
+                resp.close(reuse=False)
+                failures += 1
+                if failures > self.session.retries:
+                    raise NetworkError("%s: a part keeps failing: %s" % (redact(current), _describe_oserror(e)))
+                self.session._wait(failures - 1, None, "part at %d: %s" % (pos, _describe_oserror(e)))
 
     @staticmethod
     def _continuation(resp, offset):
@@ -1786,7 +1961,7 @@ class Registry:
             # settles auth first; the redirect to a CDN is not followed here
             self.request("HEAD", url, scope, ok=(200, 301, 302, 303, 307, 308), repo=name)
             try:
-                return Downloader(self.session, self.ctx.store, self.ctx.progress()).fetch(
+                return self.ctx.downloader().fetch(
                     url, "blob-" + parse_digest(digest), label, digest=digest, size=size,
                     auth=self._auth.get(scope), consume=consume,
                     on_wait=lambda: self.ctx.info("%s: another pull is downloading it; waiting" % label))
@@ -2055,7 +2230,7 @@ def pull_url(ctx, ref: Ref) -> tuple:
         except NetworkError as e:
             ctx.log("HEAD %s failed (%s); downloading" % (redact(url), e))
     key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
-    got = Downloader(ctx.session(), store, ctx.progress()).fetch(
+    got = ctx.downloader().fetch(
         url, key, name, on_wait=lambda: ctx.info("%s: another pull is downloading it; waiting" % name))
     return ([FileSpec(name, "sha256:" + got.hexdigest, got.size, file_role(name), "")],
             {"url": url, "validator": got.validator})
@@ -2277,11 +2452,11 @@ def pull_hf(ctx, ref: Ref) -> tuple:
                 digest, size = "sha256:" + str(lfs.get("oid", "")), lfs.get("size")
                 parse_digest(digest)
                 if not adopt_cached(ctx, digest, size if isinstance(size, int) else None):
-                    Downloader(session, store, ctx.progress()).fetch(
+                    ctx.downloader().fetch(
                         url, "blob-" + digest[7:], path, digest=digest, size=size, auth=auth)
             else:
                 key = "hf-" + _sha256_bytes(url.encode())[7:47]
-                got = Downloader(session, store, ctx.progress()).fetch(url, key, path, auth=auth)
+                got = ctx.downloader().fetch(url, key, path, auth=auth)
                 digest, size = "sha256:" + got.hexdigest, got.size
         except HTTPStatusError as e:
             raise _hf_error(e, ref, path)
@@ -3179,6 +3354,13 @@ class Context:
                                         cert_dir=getattr(self.args, "cert_dir", None), log=self.log)
         return self._session
 
+    def downloader(self) -> "Downloader":
+        """A Downloader with --parallel / [ramalama.download] connections (default 8)."""
+        n = getattr(self.args, "parallel", None) or (self.config.get("download") or {}).get("connections") or CONNECTIONS
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError("[ramalama.download] connections must be a positive integer, not %r" % (n,))
+        return Downloader(self.session(), self.store, self.progress(), connections=n)
+
     def progress(self) -> Progress:
         mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
         return Progress(self.err, mode)
@@ -3799,6 +3981,9 @@ def _command_args(name: str, p) -> None:
         p.add_argument("MODEL", nargs="+", help="models to pull")
         p.add_argument("--all-files", action="store_true",
                        help="hf:// only: fetch every file of the repository snapshot (e.g. safetensors for vLLM)")
+        p.add_argument("--parallel", type=int, metavar="N",
+                       help="connections per download (config [ramalama.download] connections; default %d)"
+                       % CONNECTIONS)
         _add_registry_flags(p)
     elif name == "push":
         p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")

@@ -17,10 +17,13 @@ Knobs are plain attributes and may be changed at any time:
     drop_after      int | None   next GET: full headers, then close after N body bytes
     ignore_range    bool         ignore Range and always answer 200 with everything
     fail_next       list[int]    answer these statuses first, one request each
-    redirect        str | None   302 registered paths to redirect + path + "?sig=abc"
+    redirect        str | None   302 registered paths to redirect + path + "?sig=" + sig
+    sig             str          the signature redirects carry (default "abc")
+    valid_sig       str | None   when set, requests whose ?sig= differs get 403 (an expired URL)
     require_auth    str | None   401 unless Authorization equals this exact value
     challenge       str          the WWW-Authenticate value sent with that 401
     delay_per_chunk float        seconds to sleep between 64 KiB body chunks
+    slow_start      int | None   ranged requests starting at this offset get 20x the delay
 
 Checks run in this order: fail_next, require_auth, 404, redirect, content.
 drop_after is consumed by the next GET that sends content (not by errors).
@@ -148,6 +151,9 @@ class FileServer:
         self.require_auth: str | None = None
         self.challenge = 'Bearer realm="x"'
         self.delay_per_chunk = 0.0
+        self.sig = "abc"
+        self.valid_sig: str | None = None
+        self.slow_start: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -221,8 +227,10 @@ class FileServer:
             return self._simple(h, 401, head, {"WWW-Authenticate": self.challenge})
         if res is None:
             return self._simple(h, 404, head)
+        if self.valid_sig is not None and urllib.parse.parse_qs(split.query).get("sig") != [self.valid_sig]:
+            return self._simple(h, 403, head)
         if self.redirect:
-            location = self.redirect.rstrip("/") + path + "?sig=abc"
+            location = self.redirect.rstrip("/") + path + "?sig=" + self.sig
             return self._simple(h, 302, head, {"Location": location})
 
         size = len(res.data)
@@ -258,10 +266,11 @@ class FileServer:
         body = memoryview(res.data)[start:end + 1]
         if limit is not None:
             body = body[:limit]
+        delay = self.delay_per_chunk * (20 if rng is not None and start == self.slow_start else 1)
         try:
             for off in range(0, len(body), CHUNK):
-                if off and self.delay_per_chunk:
-                    time.sleep(self.delay_per_chunk)
+                if off and delay:
+                    time.sleep(delay)
                 chunk = body[off:off + CHUNK]
                 h.wfile.write(chunk)
                 with self._lock:
