@@ -24,6 +24,7 @@ Knobs are plain attributes and may be changed at any time:
     challenge       str          the WWW-Authenticate value sent with that 401
     delay_per_chunk float        seconds to sleep between 64 KiB body chunks
     slow_start      int | None   ranged requests starting at this offset get 20x the delay
+    rate            float | None bytes per second per connection (a token bucket), e.g. 20e6
 
 Checks run in this order: fail_next, require_auth, 404, redirect, content.
 drop_after is consumed by the next GET that sends content (not by errors).
@@ -154,6 +155,7 @@ class FileServer:
         self.sig = "abc"
         self.valid_sig: str | None = None
         self.slow_start: int | None = None
+        self.rate: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -267,10 +269,15 @@ class FileServer:
         if limit is not None:
             body = body[:limit]
         delay = self.delay_per_chunk * (20 if rng is not None and start == self.slow_start else 1)
+        t0 = time.monotonic()
         try:
             for off in range(0, len(body), CHUNK):
                 if off and delay:
                     time.sleep(delay)
+                if self.rate:                   # never ahead of rate x elapsed on this connection
+                    ahead = off / self.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 chunk = body[off:off + CHUNK]
                 h.wfile.write(chunk)
                 with self._lock:
