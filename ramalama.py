@@ -284,6 +284,8 @@ class Ref(_RefFields):
             return s + (":" + self.tag if self.tag else "") + ("@" + self.revision if self.revision else "")
         if t == "file":
             return "file://" + self.name
+        if t in ("oci-layout", "oci-archive"):
+            return "%s:%s:%s" % (t, self.name, self.tag)
         return "%s://%s%s" % (t, self.host, self.name)
 
     def folder(self) -> tuple:
@@ -300,6 +302,8 @@ class Ref(_RefFields):
                     + (self.revision or "main",))
         if t == "file":
             return ("file",) + tuple(p for p in self.name.split("/") if p)
+        if t in ("oci-layout", "oci-archive"):
+            return (t,) + tuple(p for p in self.name.split("/") if p) + (self.tag,)
         path, _, query = self.name.partition("?")
         parts = [p for p in path.split("/") if p] or ["index"]
         if query:
@@ -428,6 +432,14 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAU
     if not text or "\0" in text:
         raise UsageError("empty or invalid model name")
     low = text.lower()
+    for transport in ("oci-layout", "oci-archive"):      # skopeo's spelling: oci-layout:PATH[:tag]
+        if low.startswith(transport + ":"):
+            path = text[len(transport) + 1:]
+            path = path[2:] if path.startswith("//") else path
+            head, sep, tag = path.rpartition(":")
+            if not sep or "/" in tag:
+                head, tag = path, "latest"
+            return Ref(transport, "", _parse_file(head, text).name, tag)
     for prefix, transport in _URL_ALIASES:
         if low.startswith(prefix):
             return parse_ref(transport + "://" + text[len(prefix):], None, default_transport)
@@ -1329,10 +1341,11 @@ class Store:
         os.unlink(tmp_file)
         return final
 
-    def import_file(self, src: str, progress=None) -> tuple:
+    def import_file(self, src: str, progress=None, expect: str = None) -> tuple:
         """Bring a local file in: hardlink it when it is ours and on our filesystem (no copy;
         the shared inode becomes the read-only blob), else copy it. Returns (hexdigest, size);
-        the bytes hashed are the bytes published."""
+        the bytes hashed are the bytes published. With `expect` (a digest), other bytes are
+        refused with DigestMismatch and nothing is published."""
         tmp_file = os.path.join(self.tmp, "import-%d-%s" % (os.getpid(), os.urandom(6).hex()))
         try:
             if os.geteuid() in (0, os.stat(src).st_uid):
@@ -1341,6 +1354,8 @@ class Store:
                 self._copy(src, tmp_file)
             hexdigest = sha256_file(tmp_file, progress)
             size = os.stat(tmp_file).st_size
+            if expect and "sha256:" + hexdigest != expect:
+                raise DigestMismatch("%s hashes to sha256:%s, expected %s" % (src, hexdigest, expect))
             self.publish_blob(tmp_file, hexdigest)
             return hexdigest, size
         except BaseException:
@@ -2278,14 +2293,15 @@ def adopt_cached(ctx, digest: str, size: int = None) -> bool:
         try:
             if not os.path.isfile(path) or (size is not None and os.path.getsize(path) != size):
                 continue
-            hexdigest, _size = store.import_file(path)
+            store.import_file(path, expect=digest)
         except OSError as e:
             ctx.log("cannot reuse %s: %s" % (path, e.strerror or e))
             continue
-        if "sha256:" + hexdigest == digest:
-            ctx.info("%s: reused from %s" % (digest[7:19], os.path.dirname(os.path.dirname(path))))
-            return True
-        ctx.warn("%s does not hash to its name; not reused" % path)
+        except DigestMismatch:
+            ctx.warn("%s does not hash to its name; not reused" % path)
+            continue
+        ctx.info("%s: reused from %s" % (digest[7:19], os.path.dirname(os.path.dirname(path))))
+        return True
     return False
 
 
@@ -2295,10 +2311,10 @@ def pull_ollama(ctx, ref: Ref) -> tuple:
     """ollama://: the Ollama registry speaks the distribution API with Ollama layer types. The
     default host maps to `ollama_registry` (config, RAMALAMA_OLLAMA_REGISTRY) for mirrors. When
     the registry cannot be reached, a manifest in a local ollama store is used instead."""
-    host = ctx.config.get("ollama_registry") if ref.host == OLLAMA_HOST else None
-    reg = Registry(ctx, host or ref.host)
+    host = (ctx.config.get("ollama_registry") if ref.host == OLLAMA_HOST else None) or ref.host
+    reg = None
     try:
-        found = reg.manifest(ref.name, ref.tag)
+        reg, found = registry_for(ctx, host, ref.name, ref.tag, mirror_of=ref.host)
     except HTTPStatusError:
         raise
     except NetworkError as e:
@@ -2306,6 +2322,7 @@ def pull_ollama(ctx, ref: Ref) -> tuple:
         if found is None:
             raise
         ctx.warn("%s; using the manifest from the local ollama store" % e)
+        reg = Registry(ctx, host)
     return pull_from_registry(ctx, ref, reg, found)
 
 
@@ -2485,10 +2502,25 @@ def _hf_tree(session, url: str, auth: str) -> list:
     raise FormatError("the Hub's file listing does not end")
 
 
+def registry_for(ctx, host: str, name: str, reference: str, mirror_of: str = None) -> tuple:
+    """(Registry, manifest) from the first of [ramalama.mirrors] for the host (a string or a
+    list) that answers, then the host itself."""
+    mirrors = (ctx.config.get("mirrors") or {}).get(mirror_of or host) or []
+    candidates = ([mirrors] if isinstance(mirrors, str) else list(mirrors)) + [host]
+    for i, candidate in enumerate(candidates):
+        reg = Registry(ctx, candidate)
+        try:
+            return reg, reg.manifest(name, reference)
+        except NetworkError as e:
+            if i == len(candidates) - 1:
+                raise
+            ctx.info("mirror %s: %s; trying %s" % (candidate, e, candidates[i + 1]))
+
+
 def pull_oci(ctx, ref: Ref) -> tuple:
     """oci:// and docker://: see pull_from_registry."""
-    reg = Registry(ctx, ref.host)
-    return pull_from_registry(ctx, ref, reg, reg.manifest(ref.name, ref.digest or ref.tag))
+    reg, found = registry_for(ctx, ref.host, ref.name, ref.digest or ref.tag)
+    return pull_from_registry(ctx, ref, reg, found)
 
 
 def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
@@ -2652,8 +2684,179 @@ def _mount_sources(store: Store, target: Ref) -> dict:
     return sources
 
 
+# -- OCI image layouts on disk (air-gapped transfer): directories and .tar archives
+
+class Layout:
+    """An OCI image layout in a directory or a tar archive. Every blob read is checked
+    against its digest; nothing is extracted where its name points."""
+
+    def __init__(self, path: str):
+        import tarfile
+        self.path, self.tar, self.members = path, None, {}
+        if os.path.isdir(path):
+            return
+        try:
+            self.tar = tarfile.open(path, "r:*")
+            self.members = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isreg()}
+        except (OSError, tarfile.TarError) as e:
+            raise NotFound("%s is neither an OCI layout directory nor a readable tar archive (%s)" % (path, e))
+
+    def _file(self, name: str):
+        name = safe_relpath(name)
+        if self.tar is None:
+            try:
+                return open(os.path.join(self.path, name), "rb")
+            except FileNotFoundError:
+                raise FormatError("%s: %s is missing" % (self.path, name))
+        member = self.members.get(name)
+        if member is None:
+            raise FormatError("%s: %s is missing" % (self.path, name))
+        return self.tar.extractfile(member)
+
+    def read(self, name: str, limit: int = MAX_MANIFEST) -> bytes:
+        with self._file(name) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise FormatError("%s: %s is larger than %s" % (self.path, name, human_size(limit)))
+        return data
+
+    def blob(self, digest: str, limit: int = MAX_MANIFEST) -> bytes:
+        data = self.read("blobs/sha256/" + parse_digest(digest), limit)
+        if _sha256_bytes(data) != digest:
+            raise DigestMismatch("%s: blob %s does not match its digest" % (self.path, digest))
+        return data
+
+    def into_store(self, store: Store, digest: str, consume=None) -> None:
+        """Publish a blob (a directory layout's file is hardlinked when it can be), verified;
+        or hand the verified temporary copy to `consume(path)` (tar layers)."""
+        hexdigest = parse_digest(digest)
+        if self.tar is None and consume is None:
+            store.import_file(os.path.join(self.path, "blobs", "sha256", hexdigest), expect=digest)
+            return
+        import hashlib
+        import tempfile
+        fd, tmp = tempfile.mkstemp(prefix="layout-", dir=store.tmp)
+        h = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out, self._file("blobs/sha256/" + hexdigest) as src:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != hexdigest:
+                raise DigestMismatch("%s: blob %s hashes to sha256:%s" % (self.path, digest, h.hexdigest()))
+            if consume is None:
+                store.publish_blob(tmp, hexdigest)
+            else:
+                consume(tmp)
+        finally:
+            _unlink_quiet(tmp)
+
+
+def pull_layout(ctx, ref: Ref) -> tuple:
+    """oci-layout:PATH[:tag] and oci-archive:FILE.tar: a layout that `export` (or skopeo)
+    wrote, read like a registry, digests verified, files hardlinked in when they can be."""
+    store = ctx.store
+    layout = Layout(ref.name)
+    index = _load_json(layout.read("index.json"), "%s/index.json" % ref.name)
+    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+    tagged = [m for m in entries if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == ref.tag]
+    if not tagged and len(entries) == 1 and ref.tag == "latest":
+        tagged = entries
+    if not tagged:
+        names = sorted((m.get("annotations") or {}).get("org.opencontainers.image.ref.name", "?") for m in entries)
+        raise NotFound("%s has no tag %s (it has: %s)" % (ref.name, ref.tag, ", ".join(names) or "nothing"))
+    digest = tagged[0].get("digest", "")
+    manifest = _load_json(layout.blob(digest), "manifest in %s" % ref.name)
+    if "manifests" in manifest:
+        digest = choose_manifest(manifest)["digest"]
+        manifest = _load_json(layout.blob(digest), "manifest in %s" % ref.name)
+    fmt, plans = plan_layers(manifest)
+    files, origin = [], None
+    cfg = manifest.get("config") or {}
+    if cfg.get("mediaType") == MODELPACK_CONFIG:
+        origin = (_load_json(layout.blob(cfg["digest"]), "model config").get("descriptor") or {}).get("name")
+    for plan in plans:
+        desc = plan.desc
+        if plan.kind == "raw":
+            if not store.has_blob(desc["digest"]):
+                layout.into_store(store, desc["digest"])
+            files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
+            continue
+        unpacked = []
+        layout.into_store(store, desc["digest"], consume=lambda path, kind=plan.kind: unpacked.extend(
+            unpack_layer(store, path, kind.endswith("gzip"), kind.startswith("image"))))
+        for name, hexdigest, size, role in unpacked:
+            files.append(FileSpec(plan.name if len(unpacked) == 1 and plan.name else name, "sha256:" + hexdigest,
+                                  size, plan.role or role, desc.get("mediaType", "")))
+    meta = {"manifest_digest": digest, "format": fmt, "source": ref.name}
+    if isinstance(origin, str):
+        meta["exported_from"] = origin
+    return files, meta
+
+
+def export_layout(store: Store, model: Model, path: str, tag: str, extra: dict = None) -> str:
+    """Write the model as a ModelPack artifact in an OCI image layout: a directory (blobs
+    hardlinked from the store) or, for a path ending in .tar, a tar archive. `extra` adds
+    files next to index.json (the runtime image). Returns the manifest digest."""
+    import io
+    import json
+    import tarfile
+    config, manifest = modelpack_manifest(model, _model_facts(model))
+    raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    digest = _sha256_bytes(raw)
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw), "artifactType": MODELPACK_ARTIFACT,
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    small = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": json.dumps(index, indent=1).encode(),
+             "blobs/sha256/" + parse_digest(digest): raw,
+             "blobs/sha256/" + parse_digest(manifest["config"]["digest"]): config}
+    big = {"blobs/sha256/" + parse_digest(f.digest): store.blob_path(f.digest) for f in model.files}
+    big.update(extra or {})
+    if path.endswith(".tar"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        try:
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+                for name in ("blobs", "blobs/sha256"):
+                    info = tarfile.TarInfo(name)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                for name, data in sorted(small.items()):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode = len(data), 0o644
+                    tar.addfile(info, io.BytesIO(data))
+                for name, src in sorted(big.items()):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode = os.path.getsize(src), 0o644
+                    with open(src, "rb") as f:
+                        tar.addfile(info, f)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return digest
+    os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
+    for name, src in sorted(big.items()):
+        target = os.path.join(path, name)
+        if not os.path.exists(target):
+            store.link_or_copy(src, target)
+    for name in [n for n in small if n.startswith("blobs/")] + ["oci-layout", "index.json"]:
+        _write_bytes_atomic(os.path.join(path, name), small[name])     # index.json last: the commit point
+    return digest
+
+
+def _write_bytes_atomic(path: str, data: bytes) -> None:
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci,
-              "ollama": pull_ollama, "huggingface": pull_hf}
+              "ollama": pull_ollama, "huggingface": pull_hf, "oci-layout": pull_layout, "oci-archive": pull_layout}
 
 
 def pull_model(ctx, ref: Ref) -> Model:
@@ -3417,6 +3620,13 @@ def cmd_list(ctx) -> int:
         ctx.out.write("\n")
         return 0
     now = ctx.clock()
+    if ctx.args.format:
+        import re
+        for m in models:
+            fields = {"name": m.ref, "size": str(m.size), "modified": _iso(m.meta.get("pulled", 0))}
+            ctx.out.write(re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda g: fields.get(g.group(1).lower(), ""),
+                                 ctx.args.format) + "\n")
+        return 0
     rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else ""),
              human_age(now - m.meta.get("pulled", now)), human_size(m.size)] for m in models]
     print_table(ctx.out, ["NAME", "MODIFIED", "SIZE"], rows, ctx.args.noheading)
@@ -3536,6 +3746,7 @@ def cmd_info(ctx) -> int:
         "images": load_pins(store) if store.exists() else {},
         "gpu": detect_gpu(ctx.env),
         "transport": ctx.config.get("transport") or DEFAULT_TRANSPORT,
+        "mirrors": ctx.config.get("mirrors") or {},
     }
     json.dump(info, ctx.out, indent=2, sort_keys=True)
     ctx.out.write("\n")
@@ -3890,6 +4101,172 @@ def cmd_stop(ctx) -> int:
     return 0
 
 
+def cmd_export(ctx) -> int:
+    import json
+    import shutil
+    args, store = ctx.args, ctx.store
+    model = store.get(ctx.resolve(args.MODEL))
+    extra, tmpdir = {}, None
+    try:
+        if args.save_image:
+            engine = find_engine(ctx)
+            if not engine:
+                raise UsageError("export --image needs podman or docker to save the image")
+            runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
+            wanted = _image_ref(_image(ctx, runtime, gpu))
+            image = resolve_image(ctx, _image(ctx, runtime, gpu), engine)
+            import tempfile
+            tmpdir = tempfile.mkdtemp(prefix="export-", dir=store.ensure().tmp)
+            archive = os.path.join(tmpdir, "runtime-image.tar")
+            ctx.info("saving %s" % image)
+            # saved by image ID: a digest reference does not survive the format conversion of save
+            image_id = _engine_out(ctx, engine, "image", "inspect", "--format", "{{.Id}}", image)
+            _engine_out(ctx, engine, *(["save", "--format", "oci-archive"] if engine_kind(engine) == "podman"
+                                       else ["save"]), "-o", archive, image_id)
+            note = os.path.join(tmpdir, "runtime-image.json")
+            with open(note, "w") as f:
+                json.dump({"image": image, "id": image_id,
+                           "key": "%s/%s:%s" % (wanted.host, wanted.name, wanted.tag)}, f)
+            extra = {"runtime-image.tar": archive, "runtime-image.json": note}
+        digest = export_layout(store, model, args.PATH, args.tag, extra)
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    ctx.info("Exported %s to %s (%s)" % (model.ref, args.PATH, "oci-archive" if args.PATH.endswith(".tar")
+                                         else "oci layout"))
+    ctx.out.write(digest + "\n")
+    return 0
+
+
+def cmd_import(ctx) -> int:
+    """A layout written by export: the model under its original name (or NAME), and the
+    runtime image, when the layout carries one, loaded into the engine and pinned."""
+    args, store = ctx.args, ctx.store
+    path = os.path.abspath(args.PATH)
+    source = Ref("oci-layout" if os.path.isdir(path) else "oci-archive", "", path, args.tag)
+    with store.ensure().lock("store", shared=True):
+        files, meta = pull_layout(ctx, source)
+        name = args.NAME or meta.get("exported_from")
+        target = ctx.resolve(name) if name else source
+        model = store.publish_model(target, files, meta)
+    ctx.info("Imported %s (%s)" % (model.ref, human_size(model.size)))
+    _import_runtime_image(ctx, Layout(path))
+    ctx.out.write(model.ref + "\n")
+    return 0
+
+
+def _import_runtime_image(ctx, layout: "Layout") -> None:
+    """Load the runtime image an export carried and pin its tag to the digest the engine now
+    holds, so `run` works with no registry at all."""
+    import shutil
+    import tempfile
+    try:
+        note = _load_json(layout.read("runtime-image.json"), "runtime-image.json")
+    except FormatError:
+        return                                      # the export carried no image
+    engine = find_engine(ctx)
+    if not engine:
+        ctx.warn("the export carries the runtime image %s, but there is no podman or docker to load it into"
+                 % note.get("image"))
+        return
+    store = ctx.store
+    with tempfile.TemporaryDirectory(dir=store.tmp) as tmp:
+        archive = os.path.join(tmp, "image.tar")
+        with layout._file("runtime-image.tar") as src, open(archive, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+        _engine_out(ctx, engine, "load", "-i", archive)
+    key = str(note.get("key") or note["image"])
+    _engine_out(ctx, engine, "tag", str(note["id"]), key)
+    digest = _engine_out(ctx, engine, "image", "inspect", "--format", "{{.Digest}}", key)
+    if not digest.startswith("sha256:"):
+        raise EngineError("%s loaded the runtime image but does not report its digest" % engine)
+    with store.lock("images"):
+        pins = load_pins(store)
+        pins[key] = {"digest": digest, "via": "import", "pinned": _iso(time.time())}
+        _write_json_atomic(image_pins_path(store), pins)
+    ctx.info("loaded the runtime image into %s; %s is pinned to %s" % (engine, key, digest))
+
+
+def _engine_out(ctx, engine: str, *argv) -> str:
+    """Run an engine command; its stdout, or EngineError with its last error line."""
+    import subprocess
+    proc = subprocess.run([engine] + list(argv), capture_output=True, text=True, env=ctx.env)
+    if proc.returncode != 0:
+        raise EngineError("%s %s failed: %s" % (engine, argv[0], (proc.stderr.strip().splitlines() or ["?"])[-1]))
+    return proc.stdout.strip()
+
+
+def cmd_completion(ctx) -> int:
+    ctx.out.write(completion_script(ctx.args.SHELL))
+    return 0
+
+
+def completion_script(shell: str) -> str:
+    """A completion script generated from the parsers: commands, their flags, and model names
+    asked from `ramalama list` when a model is expected."""
+    commands, flags = [], {}
+    for names, _handler, _text in COMMANDS:
+        parser, _h, _n = command_parser(names[0])
+        commands.extend(names)
+        for name in names:
+            flags[name] = sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
+    top = sorted(o for a in build_parser()._actions for o in a.option_strings if o.startswith("--"))
+    takes_model = "run serve rm inspect push export"
+    if shell == "bash":
+        cases = "".join("        %s) flags=%r ;;\n" % (c, " ".join(flags[c])) for c in commands)
+        return BASH_COMPLETION % {"commands": " ".join(commands), "top": " ".join(top), "cases": cases,
+                                  "models": takes_model.replace(" ", "|")}
+    if shell == "zsh":
+        return "#compdef ramalama\nautoload -U +X bashcompinit && bashcompinit\n" + completion_script("bash")
+    if shell == "fish":
+        lines = ["complete -c ramalama -f"]
+        for names, _handler, text in COMMANDS:
+            for name in names:
+                lines.append("complete -c ramalama -n __fish_use_subcommand -a %s -d %s" % (name, _fish_quote(text)))
+                lines += ["complete -c ramalama -n '__fish_seen_subcommand_from %s' -l %s" % (name, f[2:])
+                          for f in flags[name]]
+        lines += ["complete -c ramalama -n __fish_use_subcommand -l %s" % f[2:] for f in top]
+        lines.append("complete -c ramalama -n '__fish_seen_subcommand_from %s' -a '(ramalama list --format "
+                     "\"{{.Name}}\" 2>/dev/null)'" % takes_model)
+        return "\n".join(lines) + "\n"
+    raise UsageError("completion takes bash, zsh or fish, not %r" % shell)
+
+
+def _fish_quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+BASH_COMPLETION = """\
+# bash completion for ramalama: source <(ramalama completion bash)
+_ramalama() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" cmd="" i flags=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            --store|--engine|--runtime|--image) ((i++)) ;;
+            -*) ;;
+            *) cmd="${COMP_WORDS[i]}"; break ;;
+        esac
+    done
+    if [[ -z "$cmd" ]]; then
+        COMPREPLY=($(compgen -W "%(commands)s %(top)s" -- "$cur"))
+        return
+    fi
+    case "$cmd" in
+%(cases)s    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+    else
+        case "$cmd" in
+            %(models)s) COMPREPLY=($(compgen -W "$(ramalama list --format '{{.Name}}' 2>/dev/null)" -- "$cur")) ;;
+            *) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        esac
+        declare -F __ltrim_colon_completions >/dev/null && __ltrim_colon_completions "$cur"
+    fi
+}
+complete -F _ramalama ramalama
+"""
+
+
 # -- parser
 
 def _bool(text: str) -> bool:
@@ -3955,6 +4332,9 @@ COMMANDS = (
     (("stop",), cmd_stop, "stop a model container"),
     (("fsck",), cmd_fsck, "verify every blob and model folder"),
     (("prune",), cmd_prune, "delete unreferenced blobs and leftover temporary files"),
+    (("export",), cmd_export, "write a model as an OCI layout directory or .tar (air-gapped transfer)"),
+    (("import",), cmd_import, "bring a model (and its runtime image) in from an exported layout"),
+    (("completion",), cmd_completion, "print a bash, zsh or fish completion script"),
 )
 
 EPILOG = """\
@@ -4008,6 +4388,7 @@ def _command_args(name: str, p) -> None:
         p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
         p.add_argument("--sort", choices=("name", "size", "modified"), default="name",
                        help="sort order (default: name)")
+        p.add_argument("--format", help="one line per model from a template: {{.Name}} {{.Size}} {{.Modified}}")
     elif name == "rm":
         p.add_argument("MODEL", nargs="*", help="models to remove")
         p.add_argument("--all", "-a", action="store_true", help="remove every model")
@@ -4034,6 +4415,19 @@ def _command_args(name: str, p) -> None:
         p.add_argument("NAME", nargs="?", help="container name")
         p.add_argument("--all", "-a", action="store_true", help="stop every model container")
         p.add_argument("--ignore", action="store_true", help="ignore containers that do not exist")
+    elif name == "export":
+        p.add_argument("MODEL", help="model in the store")
+        p.add_argument("PATH", help="a directory (an OCI image layout), or FILE.tar for an archive")
+        p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
+        p.add_argument("--image", action="store_true", dest="save_image",
+                       help="also save the pinned runtime image (podman/docker save), for hosts with no registry; "
+                       "the global --image (before the command) chooses which")
+    elif name == "import":
+        p.add_argument("PATH", help="an OCI layout directory or .tar written by export (or skopeo)")
+        p.add_argument("NAME", nargs="?", help="name in the store (default: the exported model's name)")
+        p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
+    elif name == "completion":
+        p.add_argument("SHELL", choices=("bash", "zsh", "fish"), help="shell to complete for")
     elif name == "fsck":
         p.add_argument("--repair", action="store_true",
                        help="quarantine corrupt blobs and mark the models that use them")
@@ -4041,7 +4435,8 @@ def _command_args(name: str, p) -> None:
 
 
 def _add_global_flags(p, after_command: bool = False) -> None:
-    """Global flags; also accepted after COMMAND, where they only override when given."""
+    """Global flags; also accepted after COMMAND, where they only override when given (except
+    where the command has a flag of that name: export --image)."""
     import argparse
     g = p.add_argument_group("global flags") if after_command else p
     kw = {"default": argparse.SUPPRESS} if after_command else {}
@@ -4051,8 +4446,9 @@ def _add_global_flags(p, after_command: bool = False) -> None:
                    "(env RAMALAMA_CONTAINER_ENGINE; default: podman, else docker, else none)")
     g.add_argument("--nocontainer", action="store_true", **kw, help="run natively, not in a container")
     g.add_argument("--runtime", choices=("llama.cpp", "vllm"), **kw, help="inference runtime (default llama.cpp)")
-    g.add_argument("--image", metavar="IMAGE", **kw, help="container image (env RAMALAMA_IMAGE; default %s)"
-                   % "quay.io/ramalama/ramalama, or its cuda/rocm/intel-gpu variant")
+    if "--image" not in p._option_string_actions:
+        g.add_argument("--image", metavar="IMAGE", **kw, help="container image (env RAMALAMA_IMAGE; default "
+                       "quay.io/ramalama/ramalama, or its cuda/rocm/intel-gpu variant)")
     g.add_argument("--dryrun", "--dry-run", action="store_true", **kw, help="print what would run; change nothing")
     g.add_argument("--debug", action="store_true", **kw, help="log requests and decisions to stderr")
     g.add_argument("-q", "--quiet", action="store_true", **kw, help="print no progress")

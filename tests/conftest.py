@@ -158,3 +158,15 @@ def model_file(tmp_path, tiny_gguf) -> Path:
 def blobs(store: Path) -> list:
     d = store / "blobs" / "sha256"
     return sorted(os.listdir(d)) if d.exists() else []
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama-server built from the llama.cpp source (cached in ~/.cache after the first build)."""
+    from runtime import build_llama_server
+    try:
+        path = build_llama_server()
+    except Exception as e:             # noqa: BLE001 - reported through require()
+        path = None
+        print("llama-server unavailable: %s" % e)
+    return require("llama-server (tests/build-llama-server.sh)", path)

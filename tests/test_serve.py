@@ -13,19 +13,9 @@ import pytest
 
 from conftest import ROOT, require
 from registry import RegistryServer
-from runtime import build_llama_image, build_llama_server, have, install_fake_vllm, podman_env
+from runtime import build_llama_image, have, install_fake_vllm, podman_env
 
 
-
-
-@pytest.fixture(scope="session")
-def llama_server():
-    try:
-        path = build_llama_server()
-    except Exception as e:             # noqa: BLE001 - reported through require()
-        path = None
-        print("llama-server unavailable: %s" % e)
-    return require("llama-server (tests/build-llama-server.sh)", path)
 
 
 def free_port():
@@ -273,3 +263,27 @@ def test_interactive_chat_keeps_history(store, model, env, tmp_path):
     requests = [json.loads(line)["messages"] for line in log.read_text().splitlines() if '"messages"' in line]
     assert [[m["role"] for m in msgs] for msgs in requests] == [["user"], ["user", "assistant", "user"]]
     assert requests[1][1]["content"].strip() == "vllm says: first question"
+
+
+def test_export_with_the_runtime_image_runs_where_no_registry_answers(store, model, env, podman_image, tmp_path):
+    tag, penv = podman_image
+    run_env = dict(env, **penv)
+    usb = tmp_path / "usb" / "tiny.tar"
+    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine", "podman",
+                        "--image", tag, "export", "--image", model, str(usb)], capture_output=True, text=True,
+                       env=run_env)
+    assert r.returncode == 0, r.stderr
+    assert podman(penv, "rmi", "-f", tag).returncode == 0             # the image leaves this host
+    # the "offline host": registries blocked, its own store
+    blocked = tmp_path / "blocked.conf"
+    blocked.write_text('[[registry]]\nlocation = "%s"\nblocked = true\n' % tag.split("/")[0])
+    offline_env = dict(run_env, CONTAINERS_REGISTRIES_CONF=str(blocked))
+    other = tmp_path / "offline-store"
+    base = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(other), "--engine", "podman", "--image", tag]
+    r = subprocess.run(base + ["import", str(usb)], capture_output=True, text=True, env=offline_env)
+    assert r.returncode == 0, r.stderr
+    pin = json.loads((other / "images.json").read_text())[tag]
+    assert pin["via"] == "import"
+    r = subprocess.run(base + ["run", "--temp", "0", "--seed", "1", model, "hello there"], capture_output=True,
+                       text=True, env=offline_env, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
