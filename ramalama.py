@@ -4288,16 +4288,18 @@ def _add_registry_flags(p) -> None:
 
 
 def _add_runtime_flags(p) -> None:
-    p.add_argument("--name", "-n", help="name of the container or server (default: generated)")
-    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (default: the model's)")
-    p.add_argument("--ngl", type=int, metavar="N", help="layers to offload to the GPU (default -1: all)")
-    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (default 0.8)")
-    p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (default: half the cores)")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--device", action="append", metavar="DEV", help="device to pass to the container")
-    p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default="missing",
-                   help="when to pull the image (default: missing)")
-    p.add_argument("--runtime-args", metavar="ARGS", help="extra arguments for the runtime")
+    p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
+    p.add_argument("--ngl", type=int, metavar="N",
+                   help="layers to offload to the GPU (config ngl; default -1: all when a GPU is found, else 0)")
+    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
+    p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
+    p.add_argument("--device", action="append", metavar="DEV", help="device for the container (repeatable)")
+    p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default=None,
+                   help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
+                   "ask the registry again; never: no registry)")
+    p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
     _add_registry_flags(p)
 
 
@@ -4374,11 +4376,10 @@ def _command_args(name: str, p) -> None:
     elif name in ("run", "serve"):
         p.add_argument("MODEL", help="model to run (pulled when missing)")
         if name == "run":
-            p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit")
-            p.add_argument("--keepalive", metavar="DURATION", help="stop after this long idle")
+            p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
         else:
-            p.add_argument("--port", "-p", type=int, help="port to serve on (default 8080)")
-            p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+            p.add_argument("--port", "-p", type=int, help="port to serve on (config port; default 8080)")
+            p.add_argument("--host", help="address to listen on (config host; default 0.0.0.0)")
             p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
             p.add_argument("--generate", metavar="KIND[:DIR]",
                            help="write kube, quadlet or compose files instead of running")
@@ -4473,11 +4474,35 @@ def build_parser():
     return p
 
 
+EXAMPLES = {
+    "pull": ["ramalama pull llama3.2:1b", "ramalama pull hf://org/repo-GGUF:Q8_0 oci://quay.io/me/m:1",
+             "ramalama pull --parallel 16 https://example.com/m.gguf"],
+    "push": ["ramalama push ollama://llama3.2:1b oci://registry.local/models/llama:1",
+             "ramalama push --type ramalama file:///srv/m.gguf oci://registry.local/images/m:1"],
+    "run": ["ramalama run llama3.2:1b", "ramalama run llama3.2:1b 'summarise this' < notes.txt",
+            "ramalama --nocontainer run --ctx-size 8192 hf://org/repo-GGUF"],
+    "serve": ["ramalama serve -d --port 8080 llama3.2:1b", "ramalama serve --generate kube:deploy/ llama3.2:1b"],
+    "list": ["ramalama list --sort size", "ramalama list --json", "ramalama list --format '{{.Name}} {{.Size}}'"],
+    "rm": ["ramalama rm llama3.2:1b", "ramalama rm --all"],
+    "inspect": ["ramalama inspect llama3.2:1b", "ramalama inspect --all --json llama3.2:1b"],
+    "login": ["echo $TOKEN | ramalama login -u me --password-stdin quay.io"],
+    "logout": ["ramalama logout quay.io", "ramalama logout --all"],
+    "containers": ["ramalama ps", "ramalama ps --format '{{.Names}} {{.URL}}'"],
+    "stop": ["ramalama stop ramalama-1a2b3c4d", "ramalama stop --all"],
+    "fsck": ["ramalama fsck", "ramalama fsck --repair"],
+    "export": ["ramalama export llama3.2:1b /media/usb/llama.tar", "ramalama export --image llama3.2:1b /media/usb/llama"],
+    "import": ["ramalama import /media/usb/llama.tar", "ramalama import /media/usb/llama ollama://llama3.2:1b"],
+    "completion": ["source <(ramalama completion bash)", "ramalama completion fish > ~/.config/fish/completions/ramalama.fish"],
+}
+
+
 def command_parser(name: str):
     """(parser, handler, canonical name) of one command, or a UsageError for an unknown one."""
     for names, handler, help_text in COMMANDS:
         if name in names:
-            p = _Parser.make(prog="ramalama " + names[0], description=help_text)
+            examples = EXAMPLES.get(names[0])
+            p = _Parser.make(prog="ramalama " + names[0], description=help_text,
+                             epilog="examples:\n" + "\n".join("  " + e for e in examples) if examples else None)
             _command_args(names[0], p)
             _add_global_flags(p, after_command=True)
             return p, handler, names[0]
