@@ -73,7 +73,8 @@ DOCKER_HUB = "docker.io"
 CHUNK = 1 << 20                  # read buffer for downloads and hashing
 CONNECTIONS = 8                  # default connections per download (--parallel, [ramalama.download])
 PART_MIN = 16 << 20              # blobs below 2 parts of this size come in one stream
-STEAL_MIN = 4 << 20              # an idle connection takes half of a part with at least 2x this left
+STEAL_MIN = 4 << 20              # an idle connection takes half of a part with at least 2x this unrequested
+REQUEST_SIZE = 4 << 20           # bytes a part asks for at a time: the most a slow connection holds back
 HOST_CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 REF_FILE = ".ref.json"           # a model folder's commit point
 REF_VERSION = 1                  # layout version written into every .ref.json
@@ -191,11 +192,11 @@ def parse_content_range(value: str):
 
 
 def plan_parts(total: int, connections: int, part_min: int = PART_MIN) -> list:
-    """[start, end, done] parts of a download: as many as connections allow, none smaller
-    than part_min (a small blob stays one part)."""
+    """[start, end, done, requested end] parts of a download: as many as connections allow,
+    none smaller than part_min (a small blob stays one part)."""
     n = max(1, min(connections, total // part_min))
     size = -(-total // n)
-    return [[i * size, min(total, (i + 1) * size), 0] for i in range(n) if i * size < total]
+    return [[i * size, min(total, (i + 1) * size), 0, i * size] for i in range(n) if i * size < total]
 
 
 def backoff_delay(attempt: int, retry_after: str = None, rand: float = 0.5, cap: float = 30.0) -> float:
@@ -401,8 +402,8 @@ def _parse_file(rest: str, text: str) -> Ref:
     if not rest:
         raise UsageError("invalid file reference %r: no path" % text)
     path = os.path.normpath(os.path.abspath(os.path.expanduser(rest)))
-    if "\0" in path or path == "/":
-        raise UsageError("invalid file reference %r" % text)
+    if "\0" in path or path == "/" or any(p != p.strip() for p in path.split("/")):
+        raise UsageError("invalid file reference %r (no path parts with leading or trailing spaces)" % text)
     return Ref("file", "", path)
 
 
@@ -878,12 +879,12 @@ class Downloader:
     """
 
     def __init__(self, session: HTTPSession, store: "Store", progress=None, connections: int = 1,
-                 part_min: int = PART_MIN, steal_min: int = STEAL_MIN):
+                 part_min: int = PART_MIN, steal_min: int = STEAL_MIN, request_size: int = REQUEST_SIZE):
         self.session = session
         self.store = store
         self.progress = progress
         self.connections = max(1, connections)
-        self.part_min, self.steal_min = part_min, steal_min
+        self.part_min, self.steal_min, self.request_size = part_min, steal_min, request_size
 
     def fetch(self, url: str, key: str, label: str, digest: str = None, size: int = None,
               auth: str = None, consume=None, on_wait=None) -> "Fetched":
@@ -1002,6 +1003,8 @@ class Downloader:
         finished file's (sha256, size): hashed once at the end, as the parts arrive unordered."""
         import threading
         total, parts = state["total"], state["parts"]
+        for p in parts:
+            p[3:] = [p[0] + p[2]]                        # nothing is in flight at the start
         state["resumed"] = state.get("resumed") or any(p[2] for p in parts)
         where = {"url": state.get("final_url") or url}
         lock, errors, busy = threading.Lock(), [], set()
@@ -1015,18 +1018,20 @@ class Downloader:
                         raise
                     os.ftruncate(fd, total)
 
+            def unrequested(p):
+                return p[1] - max(p[3], p[0] + p[2])
+
             def next_part():
                 for i, p in enumerate(parts):
                     if i not in busy and p[0] + p[2] < p[1]:
                         return i
-                active = [i for i in busy if parts[i][1] - parts[i][0] - parts[i][2] >= 2 * self.steal_min]
+                active = [i for i in busy if unrequested(parts[i]) >= 2 * self.steal_min]
                 if not active:
                     return None
-                victim = max(active, key=lambda i: parts[i][1] - parts[i][0] - parts[i][2])
-                start, end, done = parts[victim]
-                mid = start + done + (end - start - done) // 2
-                parts[victim][1] = mid                   # the victim stops at mid, we take the rest
-                parts.append([mid, end, 0])
+                p = parts[max(active, key=lambda i: unrequested(parts[i]))]
+                mid = p[1] - unrequested(p) // 2         # half of what nobody has asked for yet
+                parts.append([mid, p[1], 0, mid])
+                p[1] = mid
                 return len(parts) - 1
 
             def worker():
@@ -1073,10 +1078,11 @@ class Downloader:
         return sha256_file(partial), total
 
     def _fetch_part(self, url, where, part, fd, auth, lock, validator, opened=None) -> None:
-        """Fill part [start, end) from start + done, resuming after drops; the end may shrink
-        while this runs (another connection took the rest). A CDN URL that expired (403/410)
-        is resolved again from the original URL. `opened` is a response already streaming
-        from the part's start (the probe's)."""
+        """Fill part [start, end, done, requested] from start + done in requests of at most
+        request_size on one keep-alive connection, resuming after drops. Another connection
+        may take the unrequested rest (the end shrinks), never bytes in flight, so nothing is
+        fetched twice. A CDN URL that expired (403/410) is resolved again from the original
+        URL. `opened` is the probe's response, streaming from the part's start."""
         import http.client
         import socket
         from urllib.parse import urlsplit
@@ -1085,9 +1091,11 @@ class Downloader:
         failures = 0
         while part[0] + part[2] < part[1]:
             pos = part[0] + part[2]
+            with lock:
+                req_end = part[3] = min(part[1], pos + self.request_size)
             current = where["url"]
             same_origin = urlsplit(current)[:2] == urlsplit(url)[:2]
-            headers = {"Range": "bytes=%d-%d" % (pos, part[1] - 1)}
+            headers = {"Range": "bytes=%d-%d" % (pos, req_end - 1)}
             if validator:
                 headers["If-Range"] = validator
             resp, opened = opened or self.session.request("GET", current, headers=headers, ok=(200, 206, 403, 410),
@@ -1111,11 +1119,11 @@ class Downloader:
                 resp.close(reuse=False)
                 raise NetworkError("%s: server answered a part with a wrong Content-Range" % redact(current))
             try:
-                while pos < part[1]:
+                while pos < req_end:
                     n = resp.readinto(buf)
                     if not n:
                         break
-                    n = min(n, max(0, part[1] - pos))
+                    n = min(n, req_end - pos)
                     os.pwrite(fd, view[:n], pos)
                     pos += n
                     part[2] = pos - part[0]
@@ -1441,6 +1449,8 @@ class Store:
         if isinstance(version, int) and version > REF_VERSION:
             raise StoreError("%s was written by a newer ramalama.pyz (layout version %s)" % (path, version))
         try:
+            if version is None and isinstance(meta, dict):
+                version = meta["version"] = 0          # written before layouts carried a version: same fields
             assert isinstance(version, int) and isinstance(meta["files"], list)
             assert isinstance(meta.get("ref", ""), str) and isinstance(meta.get("pulled", 0), (int, float))
             for f in meta["files"]:
@@ -3422,9 +3432,13 @@ class Server:
             raise RamalamaError("%s%s" % (e, (": " + tail) if tail else ""))
 
 
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")     # ours to use, never the runtime's
+
+
 def start_native(argv: list, endpoint: str, log_path: str, env: dict) -> Server:
     import shutil
     import subprocess
+    env = {k: v for k, v in env.items() if k not in SECRET_ENV}
     if not shutil.which(argv[0], path=env.get("PATH")):
         raise RamalamaError("%s is not installed (not on PATH); install it, or run in a container with "
                             "podman or docker" % argv[0])
@@ -3553,7 +3567,11 @@ class Context:
     def session(self) -> HTTPSession:
         if self._session is None:
             tls = getattr(self.args, "tls_verify", None)
-            self._session = HTTPSession(tls_verify=True if tls is None else tls,
+            timeout = (self.config.get("download") or {}).get("timeout", 30)
+            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+                raise ConfigError("[ramalama.download] timeout must be a positive number of seconds, not %r"
+                                  % (timeout,))
+            self._session = HTTPSession(tls_verify=True if tls is None else tls, timeout=float(timeout),
                                         cert_dir=getattr(self.args, "cert_dir", None), log=self.log)
         return self._session
 

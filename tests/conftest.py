@@ -170,3 +170,25 @@ def llama_server():
         path = None
         print("llama-server unavailable: %s" % e)
     return require("llama-server (tests/build-llama-server.sh)", path)
+
+
+# -- figures the reliability suites report at the end of the run (CI prints them)
+
+FIGURES: dict = {}
+
+
+def record(name: str, tried: int, bad: int, detail: str = "") -> None:
+    """Add to a suite's count of cases tried and bad outcomes."""
+    entry = FIGURES.setdefault(name, {"tried": 0, "bad": 0, "detail": set()})
+    entry["tried"] += tried
+    entry["bad"] += bad
+    if detail:
+        entry["detail"].add(detail)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.write_sep("-", "reliability figures")
+        for name, e in sorted(FIGURES.items()):
+            extra = " (%s)" % ", ".join(sorted(e["detail"])) if e["detail"] else ""
+            terminalreporter.write_line("%s: %d tried, %d bad%s" % (name, e["tried"], e["bad"], extra))

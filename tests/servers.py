@@ -25,6 +25,9 @@ Knobs are plain attributes and may be changed at any time:
     delay_per_chunk float        seconds to sleep between 64 KiB body chunks
     slow_start      int | None   ranged requests starting at this offset get 20x the delay
     rate            float | None bytes per second per connection (a token bucket), e.g. 20e6
+    stall_after     int | None   next GET: send this many body bytes, then go silent for `stall` s
+    bad_range       bool         answer ranged requests with a Content-Range one byte off
+    fault_match     str | None   fail_next, drop_after and stall_after apply only to paths containing it
 
 Checks run in this order: fail_next, require_auth, 404, redirect, content.
 drop_after is consumed by the next GET that sends content (not by errors).
@@ -156,6 +159,10 @@ class FileServer:
         self.valid_sig: str | None = None
         self.slow_start: int | None = None
         self.rate: float | None = None
+        self.stall_after: int | None = None
+        self.stall = 30.0
+        self.bad_range = False
+        self.fault_match: str | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -219,7 +226,8 @@ class FileServer:
                   "headers": headers, "range": headers.get("range"), "sent": 0}
         with self._lock:
             self.requests.append(record)
-            status = self.fail_next.pop(0) if self.fail_next else None
+            faulty = self.fault_match is None or self.fault_match in path
+            status = self.fail_next.pop(0) if self.fail_next and faulty else None
             res = self._files.get(urllib.parse.unquote(path))
 
         if status is not None:
@@ -256,7 +264,8 @@ class FileServer:
         h.send_header("Last-Modified", res.last_modified)
         h.send_header("Accept-Ranges", "bytes")
         if status == 206:
-            h.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            shift = 1 if self.bad_range and start + 1 <= end else 0
+            h.send_header("Content-Range", f"bytes {start + shift}-{end}/{size}")
         for k, v in res.headers.items():
             h.send_header(k, v)
         h.end_headers()
@@ -264,7 +273,10 @@ class FileServer:
             return
 
         with self._lock:
-            limit, self.drop_after = self.drop_after, None
+            limit, stall = None, None
+            if faulty:
+                limit, self.drop_after = self.drop_after, None
+                stall, self.stall_after = self.stall_after, None
         body = memoryview(res.data)[start:end + 1]
         if limit is not None:
             body = body[:limit]
@@ -274,6 +286,9 @@ class FileServer:
             for off in range(0, len(body), CHUNK):
                 if off and delay:
                     time.sleep(delay)
+                if stall is not None and off >= stall:
+                    time.sleep(self.stall)       # the connection stays open, nothing arrives
+                    stall = None
                 if self.rate:                   # never ahead of rate x elapsed on this connection
                     ahead = off / self.rate - (time.monotonic() - t0)
                     if ahead > 0:

@@ -21,13 +21,13 @@ def downloader(tmp_path, connections=4, **kw):
     store = ramalama.Store(str(tmp_path / "s")).ensure()
     session = ramalama.HTTPSession(timeout=10, sleep=Recorder(), rand=lambda: 0.5)
     return store, ramalama.Downloader(session, store, None, connections=connections, part_min=256 << 10,
-                                      steal_min=64 << 10, **kw)
+                                      steal_min=64 << 10, request_size=128 << 10, **kw)
 
 
 def test_plan_parts():
-    assert ramalama.plan_parts(100, 4, 10) == [[0, 25, 0], [25, 50, 0], [50, 75, 0], [75, 100, 0]]
-    assert ramalama.plan_parts(15, 8, 10) == [[0, 15, 0]]
-    assert ramalama.plan_parts(101, 3, 10) == [[0, 34, 0], [34, 68, 0], [68, 101, 0]]
+    assert ramalama.plan_parts(100, 4, 10) == [[0, 25, 0, 0], [25, 50, 0, 25], [50, 75, 0, 50], [75, 100, 0, 75]]
+    assert ramalama.plan_parts(15, 8, 10) == [[0, 15, 0, 0]]
+    assert ramalama.plan_parts(101, 3, 10) == [[0, 34, 0, 0], [34, 68, 0, 34], [68, 101, 0, 68]]
 
 
 def test_parts_on_several_connections(tmp_path):
@@ -92,7 +92,7 @@ def test_changed_file_under_a_resumed_parallel_download_starts_over(tmp_path):
             f.truncate(len(old))
         ramalama._write_json_atomic(state_path, {
             "url": srv.url + "/m", "validator": '"stale-etag"', "total": len(old), "resumed": False,
-            "final_url": srv.url + "/m", "parts": [[0, 2 << 20, 1 << 20], [2 << 20, 4 << 20, 0]]})
+            "final_url": srv.url + "/m", "parts": [[0, 2 << 20, 1 << 20, 0], [2 << 20, 4 << 20, 0, 0]]})
         srv.add("/m", new)
         _, dl = downloader(tmp_path)
         got = dl.fetch(srv.url + "/m", "k", "m")
