@@ -11,10 +11,8 @@
 Usage: bench/transfer.py [--rounds N] [--size-mb N]
 """
 import argparse
-import hashlib
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
