@@ -59,8 +59,9 @@ import zipfile
 src, module_py, dst = sys.argv[1:]
 
 LAUNCHER = b'''\
-# ramalama.pyz launcher. Nothing is extracted: zipimport loads the pure-Python
-# code (ramalama.pyc when it matches this Python, else ramalama.py) from this archive.
+# ramalama.pyz launcher. Nothing is extracted: zipimport loads the pure-Python code
+# (ramalama.pyc when it matches this Python, else ramalama.py) from this archive, once
+# (a plain import unmarshals it twice: find_spec asks get_filename, which loads it too).
 import os
 import sys
 
@@ -68,9 +69,12 @@ if sys.version_info < (3, 9):
     sys.stderr.write("ramalama.pyz needs Python 3.9 or newer; this is Python %s (%s)\\n"
                      % (".".join(str(n) for n in sys.version_info[:3]), sys.executable))
     sys.exit(1)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "site-packages"))
-import ramalama  # noqa: E402
-
+import types, zipimport  # noqa: E401,E402
+packages = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site-packages")
+sys.path.insert(0, packages)
+ramalama = sys.modules["ramalama"] = types.ModuleType("ramalama")
+ramalama.__file__, ramalama.__loader__ = os.path.join(packages, "ramalama.py"), zipimport.zipimporter(packages)
+exec(ramalama.__loader__.get_code("ramalama"), ramalama.__dict__)
 sys.exit(ramalama.main())
 '''
 
@@ -94,10 +98,11 @@ with zipfile.ZipFile(src) as zin:
 
 # Unchecked hash-based pyc: valid whatever the zip timestamps; zipimport skips it
 # (bad magic number) on other Python versions and compiles ramalama.py instead.
+# Docstrings stripped (optimize=2) and stored uncompressed: half the start-up cost.
 with tempfile.TemporaryDirectory() as d:
     pyc = os.path.join(d, "ramalama.pyc")
     py_compile.compile(module_py, cfile=pyc, dfile="ramalama.pyz/site-packages/ramalama.py",
-                       doraise=True, optimize=0,
+                       doraise=True, optimize=2,
                        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     with open(pyc, "rb") as f:
         entries["site-packages/ramalama.pyc"] = f.read()
@@ -110,7 +115,7 @@ with open(dst, "wb") as f:
             info = zipfile.ZipInfo(name, date_time=date_time)
             info.create_system = 3
             info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".pyc") else zipfile.ZIP_DEFLATED
             zout.writestr(info, entries[name])
 PYEOF
 

@@ -1441,22 +1441,16 @@ class Store:
         try:
             with open(os.path.join(path, REF_FILE), "rb") as f:
                 meta = json.loads(f.read())
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except (OSError, ValueError, RecursionError) as e:
             raise StoreError("%s: unreadable %s: %s" % (path, REF_FILE, e))
         version = meta.get("version") if isinstance(meta, dict) else None
         if isinstance(version, int) and version > REF_VERSION:
             raise StoreError("%s was written by a newer ramalama.pyz (layout version %s)" % (path, version))
-        try:
-            if version is None and isinstance(meta, dict):
-                version = meta["version"] = 0          # written before layouts carried a version: same fields
-            assert isinstance(version, int) and isinstance(meta["files"], list)
-            assert isinstance(meta.get("ref", ""), str) and isinstance(meta.get("pulled", 0), (int, float))
-            for f in meta["files"]:
-                assert isinstance(f["size"], int) and f["name"] == safe_relpath(f["name"])
-                parse_digest(f["digest"])
-        except (AssertionError, KeyError, TypeError, FormatError):
+        if version is None and isinstance(meta, dict):
+            version = meta["version"] = 0              # written before layouts carried a version: same fields
+        if not _ref_json_ok(meta):
             raise StoreError("%s: malformed %s (run `ramalama fsck`, or pull the model again)" % (path, REF_FILE))
         return Model(meta.get("ref", path), path, meta)
 
@@ -1468,15 +1462,15 @@ class Store:
 
     def models(self, broken: list = None):
         """Every model folder below repos/, in directory order. With a `broken` list, folders
-        whose .ref.json cannot be read are appended there as (path, error) instead of raising."""
+        whose .ref.json cannot be read are appended there as (path, error) instead of raising.
+        A folder is tried as a model before it is listed: model folders are never scanned."""
         stack = [self.repos]
         while stack:
-            path = stack.pop()
             try:
-                entries = list(os.scandir(path))
+                subdirs = [e.path for e in os.scandir(stack.pop()) if e.is_dir(follow_symlinks=False)]
             except FileNotFoundError:
                 continue
-            if any(e.name == REF_FILE and e.is_file(follow_symlinks=False) for e in entries):
+            for path in subdirs:
                 try:
                     model = self.load(path)
                 except StoreError as e:
@@ -1484,10 +1478,10 @@ class Store:
                         raise
                     broken.append((path, str(e)))
                     continue
-                if model is not None:
+                if model is None:
+                    stack.append(path)
+                else:
                     yield model
-                continue
-            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
 
     def referenced(self) -> set:
         return {f["digest"] for m in self.models() for f in m.meta["files"]}
@@ -1613,6 +1607,21 @@ class Store:
 
 
 _NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _ref_json_ok(meta) -> bool:
+    """Whether a .ref.json has every field a command turns into a path or a number."""
+    if not (isinstance(meta, dict) and isinstance(meta.get("version"), int) and isinstance(meta.get("files"), list)
+            and isinstance(meta.get("ref", ""), str) and isinstance(meta.get("pulled", 0), (int, float))):
+        return False
+    try:
+        for f in meta["files"]:
+            if not (isinstance(f, dict) and isinstance(f.get("size"), int) and f.get("name") == safe_relpath(f["name"])):
+                return False
+            parse_digest(f["digest"])
+    except (KeyError, TypeError, FormatError):
+        return False
+    return True
 
 
 def _exchange(a: str, b: str) -> None:
