@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import ramalama  # noqa: E402
 from gguf_maker import write_tiny_llama  # noqa: E402
+from anchor import anchor_command  # noqa: E402
 
-ANCHOR = "ramalama==0.25.0"
 
 
 def cpu_time(cmd: list, env: dict) -> float:
@@ -47,20 +47,6 @@ def make_store(root: str, count: int) -> None:
         store.publish_model(ramalama.parse_ref("ollama://bench/model-%04d:latest" % i), spec, {})
 
 
-def anchor_python(cache: str):
-    """A venv with ramalama 0.25 from PyPI, cached; None when it cannot be installed."""
-    venv = os.path.join(cache, "ramalama-0.25")
-    exe = os.path.join(venv, "bin", "ramalama")
-    if not os.path.exists(exe):
-        shutil.rmtree(venv, ignore_errors=True)
-        ok = subprocess.run([sys.executable, "-m", "venv", venv]).returncode == 0 and subprocess.run(
-            [os.path.join(venv, "bin", "pip"), "install", "-q", ANCHOR],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-        if not ok:
-            return None
-    return [os.path.join(venv, "bin", "python"), exe]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=21)
@@ -80,7 +66,7 @@ def main() -> int:
             "list": [py, pyz, "--store", os.path.join(work, "store"), "list"],
         }
         if not opts.no_anchor:
-            anchor = anchor_python(os.path.expanduser("~/.cache/ramalama-pyz-bench"))
+            anchor = anchor_command()
             if anchor:
                 cmds["anchor"] = anchor + ["--help"]
         listed = subprocess.run(cmds["list"], capture_output=True, text=True, env=env).stdout

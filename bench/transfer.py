@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import FileServer  # noqa: E402
+from anchor import anchor_command  # noqa: E402
 
-ANCHOR = "ramalama==0.25.0"
 
 
 def payload(n: int) -> bytes:
@@ -39,18 +39,6 @@ def timed(cmd, env) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t0
-
-
-def anchor_cmd(cache: Path):
-    venv = cache / "ramalama-0.25"
-    exe = venv / "bin" / "ramalama"
-    if not exe.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        if subprocess.run([sys.executable, "-m", "venv", str(venv)]).returncode != 0 or subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "-q", ANCHOR], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL).returncode != 0:
-            return None
-    return [str(exe)]
 
 
 def main() -> int:
@@ -78,7 +66,8 @@ def main() -> int:
 
             # throttled: 20 MB/s per connection
             srv.rate = 20e6
-            anchor = None if opts.no_anchor else anchor_cmd(Path.home() / ".cache" / "ramalama-pyz-bench")
+            found = None if opts.no_anchor else anchor_command()
+            anchor = found[1:] if found else None       # the ramalama script itself
             times = {"ours": [], "one": [], "curl": [], "anchor": []}
             for _ in range(opts.rounds):
                 for key, cmd in (("ours", ours()), ("one", ours("--parallel", "1")),
