@@ -28,6 +28,7 @@ Knobs are plain attributes and may be changed at any time:
     stall_after     int | None   next GET: send this many body bytes, then go silent for `stall` s
     bad_range       bool         answer ranged requests with a Content-Range one byte off
     fault_match     str | None   fail_next, drop_after and stall_after apply only to paths containing it
+    corrupt         bool         flip the first byte of every body served (bytes that fail their digest)
 
 Checks run in this order: fail_next, require_auth, 404, redirect, content.
 drop_after is consumed by the next GET that sends content (not by errors).
@@ -163,6 +164,7 @@ class FileServer:
         self.stall = 30.0
         self.bad_range = False
         self.fault_match: str | None = None
+        self.corrupt = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -278,6 +280,8 @@ class FileServer:
                 limit, self.drop_after = self.drop_after, None
                 stall, self.stall_after = self.stall_after, None
         body = memoryview(res.data)[start:end + 1]
+        if self.corrupt and faulty and len(body):
+            body = memoryview(bytes([body[0] ^ 0xFF]) + bytes(body[1:]))
         if limit is not None:
             body = body[:limit]
         delay = self.delay_per_chunk * (20 if rng is not None and start == self.slow_start else 1)

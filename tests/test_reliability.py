@@ -182,6 +182,7 @@ FAULTS = {
     "stall": (lambda s: setattr(s, "stall_after", 200_000), "ok"),
     "500 always": (lambda s: setattr(s, "fail_next", [500] * 50), "HTTP 500"),
     "redirect loop": (lambda s: setattr(s, "redirect", s.url), "too many redirects"),
+    "wrong bytes": (lambda s: setattr(s, "corrupt", True), "content hashes to sha256:"),
 }
 
 
@@ -207,8 +208,9 @@ def _oci_fake(srv, data):
     return "oci://127.0.0.1:%d/m/x:1" % srv.port
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-@pytest.mark.parametrize("transport", ["url", "hf", "oci"])
+@pytest.mark.parametrize("transport, fault", [
+    (t, f) for t in ("url", "hf", "oci") for f in sorted(FAULTS)
+    if (t, f) != ("url", "wrong bytes")])        # a plain URL announces no digest to check against
 def test_network_faults(fault_env, tmp_path, transport, fault):
     setup, expect = FAULTS[fault]
     data = payload(1 << 20, seed=7)
