@@ -1986,7 +1986,7 @@ class Registry:
         parse_digest(digest)
         return "%s/v2/%s/blobs/%s" % (self.base, name, digest)
 
-    def download(self, name: str, desc: dict, label: str, consume=None):
+    def download(self, name: str, desc: dict, label: str, consume=None, downloader: "Downloader" = None):
         """Fetch a blob (resumable, verified) and consume it under its lock: by default it is
         published into blobs/. An expired token mid-way is renewed once and the download resumes."""
         digest, size = desc["digest"], desc.get("size")
@@ -1995,7 +1995,7 @@ class Registry:
             # settles auth first; the redirect to a CDN is not followed here
             self.request("HEAD", url, scope, ok=(200, 301, 302, 303, 307, 308), repo=name)
             try:
-                return self.ctx.downloader().fetch(
+                return (downloader or self.ctx.downloader()).fetch(
                     url, "blob-" + parse_digest(digest), label, digest=digest, size=size,
                     auth=self._auth.get(scope), consume=consume,
                     on_wait=lambda: self.ctx.info("%s: another pull is downloading it; waiting" % label))
@@ -2324,6 +2324,39 @@ def adopt_cached(ctx, digest: str, size: int = None) -> bool:
     return False
 
 
+def run_downloads(ctx, jobs: list) -> None:
+    """Run download jobs (each takes a Downloader) side by side, up to 4 at once, splitting
+    the pull's connection budget among them. The first failure is raised once all have
+    stopped; Ctrl-C does not wait for them."""
+    import threading
+    budget = ctx.connections()
+    width = max(1, min(len(jobs), 4, budget))
+    if width <= 1:
+        for job in jobs:
+            job(ctx.downloader(budget))
+        return
+    pending, errors, lock = list(jobs), [], threading.Lock()
+
+    def worker():
+        while not errors:
+            with lock:
+                if not pending:
+                    return
+                job = pending.pop(0)
+            try:
+                job(ctx.downloader(budget // width))
+            except BaseException as e:   # noqa: BLE001 - handed to the main thread
+                errors.append(e)
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(width)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    if errors:
+        raise errors[0]
+
+
 # -- Ollama
 
 def pull_ollama(ctx, ref: Ref) -> tuple:
@@ -2478,26 +2511,33 @@ def pull_hf(ctx, ref: Ref) -> tuple:
         wanted = [(p, "model" if p.endswith((".gguf", ".safetensors")) else "other") for p in sorted(paths)]
     else:
         wanted = choose_gguf(list(paths), ref.tag, ref.file)
-    files = []
-    for path, role in wanted:
-        entry = paths[path]
-        url = "%s/%s/resolve/%s/%s" % (endpoint, ref.name, commit, quote(path))
-        lfs = entry.get("lfs") if isinstance(entry.get("lfs"), dict) else None
+    found = {}
+
+    def fetch(dl, url, path, digest, size):
+        """An LFS file, whose sha256 is known before the download, or a small git file,
+        hashed as it arrives."""
         try:
-            if lfs:
-                digest, size = "sha256:" + str(lfs.get("oid", "")), lfs.get("size")
-                parse_digest(digest)
-                if not adopt_cached(ctx, digest, size if isinstance(size, int) else None):
-                    ctx.downloader().fetch(
-                        url, "blob-" + digest[7:], path, digest=digest, size=size, auth=auth)
+            if digest:
+                dl.fetch(url, "blob-" + digest[7:], path, digest=digest, size=size, auth=auth)
             else:
-                key = "hf-" + _sha256_bytes(url.encode())[7:47]
-                got = ctx.downloader().fetch(url, key, path, auth=auth)
-                digest, size = "sha256:" + got.hexdigest, got.size
+                got = dl.fetch(url, "hf-" + _sha256_bytes(url.encode())[7:47], path, auth=auth)
+                found[path] = ("sha256:" + got.hexdigest, got.size)
         except HTTPStatusError as e:
             raise _hf_error(e, ref, path)
-        files.append(FileSpec(path, digest, size, role, ""))
-    return files, {"commit": commit, "revision": rev, "repo": ref.name}
+    jobs = []
+    for path, _role in wanted:
+        url = "%s/%s/resolve/%s/%s" % (endpoint, ref.name, commit, quote(path))
+        lfs = paths[path].get("lfs") if isinstance(paths[path].get("lfs"), dict) else None
+        digest, size = ("sha256:" + str(lfs.get("oid", "")), lfs.get("size")) if lfs else (None, None)
+        if digest:
+            parse_digest(digest)
+            found[path] = (digest, size)
+            if adopt_cached(ctx, digest, size if isinstance(size, int) else None):
+                continue
+        jobs.append(lambda dl, a=(url, path, digest, size): fetch(dl, *a))
+    run_downloads(ctx, jobs)
+    return ([FileSpec(path, found[path][0], found[path][1], role, "") for path, role in wanted],
+            {"commit": commit, "revision": rev, "repo": ref.name})
 
 
 def _hf_tree(session, url: str, auth: str) -> list:
@@ -2556,12 +2596,12 @@ def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
         ctx.info("%s: up to date" % (ref,))
         return old.files, {k: old.meta[k] for k in ("manifest_digest", "format", "layers") if k in old.meta}
     fmt, plans = plan_layers(manifest)
+    run_downloads(ctx, [lambda dl, p=p: reg.download(ref.name, p.desc, p.name, downloader=dl) for p in plans
+                        if p.kind == "raw" and not adopt_cached(ctx, p.desc["digest"], p.desc["size"])])
     files, layers = [], {}
     for plan in plans:
         desc = plan.desc
         if plan.kind == "raw":
-            if not adopt_cached(ctx, desc["digest"], desc["size"]):
-                reg.download(ref.name, desc, plan.name)
             files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
             continue
         unpacked = []
@@ -3497,52 +3537,79 @@ def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, 
 # 14. output
 # ---------------------------------------------------------------------------
 
-class Progress:
-    """Per-file progress on stderr: a redrawn bar on a TTY, one line per file otherwise,
-    nothing when quiet. Downloads and hashing report through start/update/finish."""
+class ProgressBoard:
+    """Where per-file progress goes (stderr): on a TTY one redrawn bar per file in flight,
+    each file's last frame kept when it ends; one line per finished file otherwise; nothing
+    when quiet. Several downloads may report at once: drawing is serialised here."""
 
     def __init__(self, stream, mode: str, clock=time.monotonic):
+        import threading
         self.stream, self.mode, self.clock = stream, mode, clock
-        self.label, self.total, self.done, self.first = "", None, 0, 0
+        self.lock = threading.Lock()
+        self.active, self.drawn, self.last = [], 0, 0.0
+
+    def progress(self) -> "Progress":
+        return Progress(self)
+
+    def _redraw(self, finished: "Progress" = None, force: bool = False) -> None:
+        """Called with the lock held. On a TTY: move up over the bars drawn last time, print
+        the finished file's final frame (it stays), then the bars of the files in flight."""
+        now = self.clock()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        out = ["\x1b[%dA" % self.drawn] if self.drawn else []
+        frames = ([finished] if finished else []) + self.active
+        out += ["\r\x1b[K" + p.frame(now)[:120] + "\n" for p in frames]
+        self.drawn = len(self.active)
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+
+class Progress:
+    """One file's progress on a ProgressBoard: start, update with bytes done, finish."""
+
+    def __init__(self, board: ProgressBoard):
+        self.board = board
+        self.label, self.total, self.done, self.first, self.t0 = "", None, 0, 0, 0.0
 
     def start(self, label: str, total, done: int = 0) -> None:
         self.label, self.total, self.done, self.first = label, total, done, done
-        self.t0 = self.last = self.clock()
+        self.t0 = self.board.clock()
+        if self.board.mode == "bar":
+            with self.board.lock:
+                self.board.active.append(self)
+                self.board._redraw(force=True)
 
     def update(self, done: int) -> None:
         self.done = done
-        if self.mode == "bar" and self.clock() - self.last >= 0.1:
-            self.last = self.clock()
-            self._draw()
+        if self.board.mode == "bar":
+            with self.board.lock:
+                self.board._redraw()
 
     def finish(self, ok: bool) -> None:
-        if self.mode == "quiet":
-            return
-        if self.mode == "bar":
-            self._draw()
-            self.stream.write("\n")
-        elif ok:
-            took = max(self.clock() - self.t0, 1e-6)
-            moved = self.done - self.first
-            self.stream.write("%s: %s in %.1f s (%s/s)%s\n" % (
-                self.label, human_size(self.done), took, human_size(moved / took),
-                " resumed at %s" % human_size(self.first) if self.first else ""))
-        self.stream.flush()
+        board = self.board
+        with board.lock:
+            if board.mode == "bar" and self in board.active:
+                board.active.remove(self)
+                board._redraw(finished=self, force=True)
+            elif board.mode == "lines" and ok:
+                took = max(board.clock() - self.t0, 1e-6)
+                board.stream.write("%s: %s in %.1f s (%s/s)%s\n" % (
+                    self.label, human_size(self.done), took, human_size((self.done - self.first) / took),
+                    " resumed at %s" % human_size(self.first) if self.first else ""))
+                board.stream.flush()
 
-    def _draw(self) -> None:
-        took = max(self.clock() - self.t0, 1e-6)
+    def frame(self, now: float) -> str:
+        took = max(now - self.t0, 1e-6)
         rate = (self.done - self.first) / took
         if self.total:
             frac = min(1.0, self.done / self.total)
             eta = (self.total - self.done) / rate if rate > 0 else 0
-            bar = "#" * int(frac * 24)
-            line = "%-28.28s %3d%% [%-24s] %s/%s %s/s ETA %ds" % (
-                self.label, frac * 100, bar, human_size(self.done), human_size(self.total),
+            return "%-28.28s %3d%% [%-24s] %s/%s %s/s ETA %ds" % (
+                self.label, frac * 100, "#" * int(frac * 24), human_size(self.done), human_size(self.total),
                 human_size(rate), eta)
-        else:
-            line = "%-28.28s %s %s/s" % (self.label, human_size(self.done), human_size(rate))
-        self.stream.write("\r" + line[:120])
-        self.stream.flush()
+        return "%-28.28s %s %s/s" % (self.label, human_size(self.done), human_size(rate))
 
 
 def print_table(stream, headers: list, rows: list, noheading: bool = False) -> None:
@@ -3564,7 +3631,7 @@ class Context:
         self.args, self.env, self.config, self.out, self.err, self.clock = args, env, config, out, err, clock
         self.quiet = args.quiet
         self.debug = args.debug
-        self._store = self._session = None
+        self._store = self._session = self._board = None
 
     @property
     def store(self) -> Store:
@@ -3584,16 +3651,22 @@ class Context:
                                         cert_dir=getattr(self.args, "cert_dir", None), log=self.log)
         return self._session
 
-    def downloader(self) -> "Downloader":
-        """A Downloader with --parallel / [ramalama.download] connections (default 8)."""
+    def connections(self) -> int:
+        """--parallel, else [ramalama.download] connections, else 8: the budget of one pull."""
         n = getattr(self.args, "parallel", None) or (self.config.get("download") or {}).get("connections") or CONNECTIONS
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError("[ramalama.download] connections must be a positive integer, not %r" % (n,))
-        return Downloader(self.session(), self.store, self.progress(), connections=n)
+        return n
+
+    def downloader(self, connections: int = None) -> "Downloader":
+        return Downloader(self.session(), self.store, self.progress(), connections=connections or self.connections())
 
     def progress(self) -> Progress:
-        mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
-        return Progress(self.err, mode)
+        """A progress handle for one file; every file of this command shares one board."""
+        if self._board is None:
+            mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
+            self._board = ProgressBoard(self.err, mode)
+        return self._board.progress()
 
     def resolve(self, text: str) -> Ref:
         bare = "://" not in text
@@ -3790,7 +3863,7 @@ def cmd_fsck(ctx) -> int:
     if not store.exists():
         ctx.info("store %s is empty" % store.root)
         return 0
-    progress = ctx.progress() if not ctx.args.json else Progress(ctx.err, "quiet")
+    progress = ctx.progress() if not ctx.args.json else ProgressBoard(ctx.err, "quiet").progress()
     # --repair changes models, so it waits for pulls; a check only keeps rm and prune out
     with store.ensure().lock("store", shared=not ctx.args.repair,
                              on_wait=lambda: ctx.info("waiting for other ramalama commands to finish")):

@@ -165,6 +165,7 @@ class FileServer:
         self.bad_range = False
         self.fault_match: str | None = None
         self.corrupt = False
+        self.active = self.max_active = 0     # requests being answered now, and the most at once
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -221,6 +222,16 @@ class FileServer:
     # -- request handling --------------------------------------------------
 
     def _handle(self, h: _Handler, head: bool) -> None:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            self._respond(h, head)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def _respond(self, h: _Handler, head: bool) -> None:
         split = urllib.parse.urlsplit(h.path)
         path = split.path
         headers = {k.lower(): v for k, v in h.headers.items()}

@@ -116,22 +116,32 @@ def test_progress_lines_and_quiet(cli, model_file, tmp_path):
     assert cli("-q", "pull", "file://%s" % model_file).err == ""
 
 
-def test_progress_bar_on_a_tty():
+def test_progress_bars_on_a_tty():
     class TTY(io.StringIO):
         def isatty(self):
             return True
     now = [0.0]
     stream = TTY()
-    p = ramalama.Progress(stream, "bar", clock=lambda: now[0])
-    p.start("model.gguf", 4 << 20)
+    board = ramalama.ProgressBoard(stream, "bar", clock=lambda: now[0])
+    a, b = board.progress(), board.progress()
+    a.start("model.gguf", 4 << 20)
+    b.start("mmproj.gguf", 1 << 20)
     for i in range(1, 5):
         now[0] += 1.0
-        p.update(i << 20)
-    p.finish(True)
-    frames = stream.getvalue().split("\r")[1:]
-    assert len(frames) == 5                      # 4 updates + the final frame
-    assert "100% [########################] 4.0 MiB/4.0 MiB 1.0 MiB/s ETA 0s" in frames[-1]
-    assert frames[0].startswith("model.gguf") and " 25% " in frames[0]
+        a.update(i << 20)
+        b.update(min(i, 1) << 20)
+    b.finish(True)
+    a.finish(True)
+    screen = []                                    # replay the cursor moves: what the terminal shows
+    for chunk in stream.getvalue().split("\x1b["):
+        if chunk[:1].isdigit() and "A" in chunk[:4]:
+            up, chunk = chunk.split("A", 1)
+            del screen[len(screen) - int(up):]
+        for line in chunk.split("\n")[:-1]:
+            screen.append(line.replace("\r", "").replace("K", "", 1) if line.startswith(("\rK", "K")) else line)
+    assert len(screen) == 2
+    assert screen[0].startswith("mmproj.gguf") and "100% [########################] 1.0 MiB/1.0 MiB" in screen[0]
+    assert screen[1].startswith("model.gguf") and "100% [########################] 4.0 MiB/4.0 MiB 1.0 MiB/s" in screen[1]
 
 
 def test_pull_many_continues_after_a_failure(cli, store, model_file):

@@ -139,3 +139,13 @@ def test_reuses_the_huggingface_cache(cli, store, hub, tiny_gguf, tmp_path):
     assert r.code == 0 and "reused from" in r.err, r
     assert hub.cdn.bytes_sent == 0
     assert os.path.samefile(store / "blobs" / "sha256" / sha(data), blob)       # hardlinked, not copied
+
+
+def test_blobs_of_one_model_download_side_by_side(cli, store, hub, tiny_gguf):
+    parts = {"m-Q8_0-0000%d-of-00003.gguf" % i: gguf_bytes(tiny_gguf, b"p%d" % i) * 4 for i in (1, 2, 3)}
+    hub.add("org/split", Repo(parts))
+    hub.cdn.delay_per_chunk = 0.01                  # slow enough for the downloads to overlap
+    r = cli("pull", "--parallel", "3", "hf://org/split:Q8_0")
+    assert r.code == 0, r
+    assert hub.cdn.max_active == 3                  # three files at once, one connection each
+    assert sorted(blobs(store)) == sorted(sha(d) for d in parts.values())
