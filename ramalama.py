@@ -3211,6 +3211,18 @@ def _image_ref(image: str) -> Ref:
         raise UsageError("invalid image %r: %s" % (image, e))
 
 
+def pin_key(ref: Ref) -> str:
+    """host/name:tag, the form images.json records pins under."""
+    return "%s/%s:%s" % (ref.host, ref.name, ref.tag)
+
+
+def record_pin(store: Store, key: str, digest: str, via: str) -> None:
+    with store.lock("images"):
+        pins = load_pins(store)
+        pins[key] = {"digest": digest, "via": via, "pinned": _iso(time.time())}
+        _write_json_atomic(image_pins_path(store), pins)
+
+
 def pinned_name(ref: Ref, digest: str) -> str:
     return "%s/%s@%s" % (ref.host, ref.name, digest)
 
@@ -3226,7 +3238,7 @@ def resolve_image(ctx, image: str, engine: str, record: bool = True) -> str:
     store = ctx.store.ensure()
     policy = getattr(ctx.args, "pull", None) or ctx.config.get("pull") or "missing"
     pins = load_pins(store)
-    key = "%s/%s:%s" % (ref.host, ref.name, ref.tag)
+    key = pin_key(ref)
     pinned = pins.get(key, {}).get("digest")
     if pinned and policy in ("missing", "never"):
         return pinned_name(ref, pinned)
@@ -3246,10 +3258,7 @@ def resolve_image(ctx, image: str, engine: str, record: bool = True) -> str:
         raise RamalamaError("image %s is not in the %s store and --pull=never forbids asking the registry; "
                             "pin one with --image %s/%s@sha256:<digest>" % (key, engine or "local", ref.host, ref.name))
     if digest != pinned and record:
-        with store.lock("images"):
-            pins = load_pins(store)
-            pins[key] = {"digest": digest, "via": via, "pinned": _iso(time.time())}
-            _write_json_atomic(image_pins_path(store), pins)
+        record_pin(store, key, digest, via)
         ctx.info("pinned %s to %s" % (key, digest))
     return pinned_name(ref, digest)
 
@@ -3258,9 +3267,8 @@ def _engine_digest(engine: str, ref: Ref, env: dict):
     """The repo digest the engine's local store records for this image, if any."""
     import json
     import subprocess
-    names = ["%s/%s:%s" % (ref.host, ref.name, ref.tag)]
     try:
-        proc = subprocess.run([engine, "image", "inspect", "--format", "{{json .RepoDigests}}", names[0]],
+        proc = subprocess.run([engine, "image", "inspect", "--format", "{{json .RepoDigests}}", pin_key(ref)],
                               capture_output=True, text=True, timeout=60, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -3612,6 +3620,12 @@ class Progress:
         return "%-28.28s %s %s/s" % (self.label, human_size(self.done), human_size(rate))
 
 
+def fill_template(fmt: str, fields: dict) -> str:
+    """podman-style --format: {{.Name}} takes fields["name"] (any case); unknown keys are empty."""
+    import re
+    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: str(fields.get(m.group(1).lower(), "")), fmt)
+
+
 def print_table(stream, headers: list, rows: list, noheading: bool = False) -> None:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = [] if noheading else [headers]
@@ -3721,11 +3735,9 @@ def cmd_list(ctx) -> int:
         return 0
     now = ctx.clock()
     if ctx.args.format:
-        import re
         for m in models:
-            fields = {"name": m.ref, "size": str(m.size), "modified": _iso(m.meta.get("pulled", 0))}
-            ctx.out.write(re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda g: fields.get(g.group(1).lower(), ""),
-                                 ctx.args.format) + "\n")
+            ctx.out.write(fill_template(ctx.args.format, {"name": m.ref, "size": str(m.size),
+                                                          "modified": _iso(m.meta.get("pulled", 0))}) + "\n")
         return 0
     rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else ""),
              human_age(now - m.meta.get("pulled", now)), human_size(m.size)] for m in models]
@@ -4172,10 +4184,8 @@ def cmd_containers(ctx) -> int:
         json.dump(rows, ctx.out, indent=2)
         ctx.out.write("\n")
     elif ctx.args.format:
-        import re
         for row in rows:                 # {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}}
-            field = lambda m: row.get({"names": "name"}.get(m.group(1).lower(), m.group(1).lower()), "")  # noqa: E731
-            ctx.out.write(re.sub(r"\{\{\s*\.(\w+)\s*\}\}", field, ctx.args.format) + "\n")
+            ctx.out.write(fill_template(ctx.args.format, dict(row, names=row["name"])) + "\n")
     else:
         print_table(ctx.out, ["NAME", "MODEL", "URL", "STATUS"],
                     [[r["name"], r["model"], r["url"], r["status"]] for r in rows], ctx.args.noheading)
@@ -4226,7 +4236,7 @@ def cmd_export(ctx) -> int:
             note = os.path.join(tmpdir, "runtime-image.json")
             with open(note, "w") as f:
                 json.dump({"image": image, "id": image_id,
-                           "key": "%s/%s:%s" % (wanted.host, wanted.name, wanted.tag)}, f)
+                           "key": pin_key(wanted)}, f)
             extra = {"runtime-image.tar": archive, "runtime-image.json": note}
         digest = export_layout(store, model, args.PATH, args.tag, extra)
     finally:
@@ -4280,10 +4290,7 @@ def _import_runtime_image(ctx, layout: "Layout") -> None:
     digest = _engine_out(ctx, engine, "image", "inspect", "--format", "{{.Digest}}", key)
     if not digest.startswith("sha256:"):
         raise EngineError("%s loaded the runtime image but does not report its digest" % engine)
-    with store.lock("images"):
-        pins = load_pins(store)
-        pins[key] = {"digest": digest, "via": "import", "pinned": _iso(time.time())}
-        _write_json_atomic(image_pins_path(store), pins)
+    record_pin(store, key, digest, "import")
     ctx.info("loaded the runtime image into %s; %s is pinned to %s" % (engine, key, digest))
 
 
