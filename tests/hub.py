@@ -50,6 +50,7 @@ class FakeHub:
         self.fail_next: list = []
         self.cdn = FileServer()
         self._httpd = None
+        self.public_url = self.cdn_url = None    # names clients see instead of 127.0.0.1 (a proxy test's)
 
     def __enter__(self):
         self.cdn.start()
@@ -140,7 +141,7 @@ class FakeHub:
             page = entries[cursor:cursor + PAGE]
             headers = {}
             if cursor + PAGE < len(entries):
-                nxt = "%s/api/models/%s/tree/%s?recursive=true&cursor=%d" % (self.url, name, rev, cursor + PAGE)
+                nxt = "%s/api/models/%s/tree/%s?recursive=true&cursor=%d" % (self.public_url or self.url, name, rev, cursor + PAGE)
                 headers["Link"] = '<%s>; rel="next"' % nxt
             return self._send(h, 200, json.dumps(page).encode(), headers, head)
         if not api and kind == "resolve":
@@ -150,7 +151,7 @@ class FakeHub:
             data = repo.files[file]
             if repo.is_lfs(file):
                 sha = hashlib.sha256(data).hexdigest()
-                location = "%s/repos/%s/%s?X-Amz-Signature=abc" % (self.cdn.url, name, sha)
+                location = "%s/repos/%s/%s?X-Amz-Signature=abc" % (self.cdn_url or self.cdn.url, name, sha)
                 return self._send(h, 302, b"", {"Location": location, "X-Repo-Commit": commit,
                                                 "X-Linked-Etag": '"%s"' % sha, "X-Linked-Size": str(len(data)),
                                                 "ETag": '"%s"' % git_blob_sha1(data)}, head)

@@ -76,20 +76,27 @@ def tar_layer(files: dict, symlinks: dict = None, gz: bool = False, extra=None) 
     return gzip.compress(data, mtime=0) if gz else data
 
 
-def http_push(host: str, name: str, tag: str, manifest: dict, blobs: list) -> str:
-    """Push blobs and a manifest with plain urllib (monolithic POST + PUT)."""
+def http_push(host: str, name: str, tag: str, manifest: dict, blobs: list, scheme: str = "http",
+              cafile: str = None) -> str:
+    """Push blobs and a manifest with plain urllib (monolithic POST + PUT); https with `cafile`."""
+    import ssl
+    context = ssl.create_default_context(cafile=cafile) if scheme == "https" else None
+    base = "%s://%s" % (scheme, host)
+
+    def send(req):
+        return urllib.request.urlopen(req, context=context)
     for data in blobs:
-        req = urllib.request.Request("http://%s/v2/%s/blobs/uploads/" % (host, name), method="POST", data=b"")
-        with urllib.request.urlopen(req) as r:
+        req = urllib.request.Request("%s/v2/%s/blobs/uploads/" % (base, name), method="POST", data=b"")
+        with send(req) as r:
             location = r.headers["Location"]
         if location.startswith("/"):
-            location = "http://%s%s" % (host, location)
+            location = base + location
         sep = "&" if "?" in location else "?"
         req = urllib.request.Request(location + sep + "digest=" + digest(data), data=data, method="PUT",
                                      headers={"Content-Type": "application/octet-stream"})
-        urllib.request.urlopen(req).close()
+        send(req).close()
     raw = json.dumps(manifest).encode()
-    req = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (host, name, tag), data=raw, method="PUT",
+    req = urllib.request.Request("%s/v2/%s/manifests/%s" % (base, name, tag), data=raw, method="PUT",
                                  headers={"Content-Type": manifest["mediaType"]})
-    urllib.request.urlopen(req).close()
+    send(req).close()
     return digest(raw)

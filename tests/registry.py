@@ -18,7 +18,8 @@ def free_port() -> int:
 
 
 def make_ca(d: Path) -> tuple:
-    """(ca.crt, server.crt, server.key) for 127.0.0.1 and localhost."""
+    """(ca.crt, server.crt, server.key) for 127.0.0.1, localhost and registry.test (the name a
+    test proxy resolves)."""
     d.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = d / "ca.key", d / "ca.crt"
     key, csr, crt, ext = d / "server.key", d / "server.csr", d / "server.crt", d / "ext.cnf"
@@ -27,7 +28,7 @@ def make_ca(d: Path) -> tuple:
         "-keyout", str(ca_key), "-out", str(ca_crt))
     run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
         "-out", str(csr))
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\n")
     run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
     return ca_crt, crt, key

@@ -7,7 +7,8 @@ PY=${PYTHON:-python3}
 
 # Real components the tests start: an OCI registry, skopeo as an independent client,
 # htpasswd for the authenticated registry, openssl for the TLS one, podman (with runc) for
-# containers, cmake and g++ to build llama-server, pgrep to find leftover servers.
+# containers, cmake and g++ to build llama-server, pgrep to find leftover servers, squid as
+# the proxy (the service its package starts is stopped: the tests run their own instances).
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
@@ -18,11 +19,13 @@ command -v runc >/dev/null || need+=(runc)
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v pgrep >/dev/null || need+=(procps)
+[ -x /usr/sbin/squid ] || need+=(squid)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    case " ${need[*]} " in *" squid "*) $sudo service squid stop >/dev/null 2>&1 || true ;; esac
 fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
