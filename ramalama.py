@@ -117,6 +117,10 @@ class HTTPStatusError(NetworkError):
         self.code = code          # X-Error-Code (Hugging Face) or the first registry error code
 
 
+class Stalled(NetworkError):
+    """A server that keeps sending nothing: the download stops, resumable."""
+
+
 class DigestMismatch(RamalamaError):
     """Bytes that do not hash to what they were announced as."""
 
@@ -191,12 +195,77 @@ def parse_content_range(value: str):
     return (first, last, total)
 
 
+class Part:
+    """One byte range [start, end) of a parallel download. `done` bytes from start are on
+    disk; a connection has asked for the bytes up to `requested`. An idle connection may take
+    the rest that nobody has asked for yet (end shrinks), never bytes in flight."""
+    __slots__ = ("start", "end", "done", "requested")
+
+    def __init__(self, start: int, end: int, done: int = 0):
+        self.start, self.end, self.done = start, end, done
+        self.requested = start + done            # nothing is in flight when a part is made
+
+    @property
+    def pos(self) -> int:
+        return self.start + self.done
+
+    @property
+    def left(self) -> int:
+        return self.end - self.pos
+
+    @property
+    def unrequested(self) -> int:
+        return self.end - max(self.requested, self.pos)
+
+    def split(self) -> "Part":
+        """Hand the back half of what nobody has asked for yet to a new part."""
+        mid = self.end - self.unrequested // 2
+        tail, self.end = Part(mid, self.end), mid
+        return tail
+
+    def saved(self) -> list:
+        return [self.start, self.end, self.done]
+
+    @classmethod
+    def load(cls, saved, total: int) -> "Part":
+        """A part from a state file; ValueError when it does not fit the download."""
+        start, end, done = (list(saved) + [None] * 3)[:3]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end, done)) or not (
+                0 <= start <= end <= total and 0 <= done <= end - start):
+            raise ValueError("bad part %r" % (saved,))
+        return cls(start, end, done)
+
+    def __eq__(self, other):
+        return isinstance(other, Part) and self.saved() == other.saved()
+
+    def __repr__(self):
+        return "Part(%d, %d, %d)" % (self.start, self.end, self.done)
+
+
 def plan_parts(total: int, connections: int, part_min: int = PART_MIN) -> list:
-    """[start, end, done, requested end] parts of a download: as many as connections allow,
-    none smaller than part_min (a small blob stays one part)."""
+    """The Parts of a download: as many as connections allow, none smaller than part_min
+    (a small blob stays one part)."""
     n = max(1, min(connections, total // part_min))
     size = -(-total // n)
-    return [[i * size, min(total, (i + 1) * size), 0, i * size] for i in range(n) if i * size < total]
+    return [Part(i * size, min(total, (i + 1) * size)) for i in range(n) if i * size < total]
+
+
+class StallGuard:
+    """Decides when a connection that keeps going silent should stop trying. One stall (no
+    data for `timeout` seconds) is retried; a second one ends the work unless data flowed
+    for at least `timeout` seconds in between, i.e. unless the stalls are 2 x timeout apart.
+    A server that stalls every request so ends a pull within about 2 x timeout."""
+
+    def __init__(self, timeout: float, clock=time.monotonic):
+        self.timeout, self.clock = timeout, clock
+        self.last = None
+
+    def stalled(self) -> bool:
+        """Record a stall now; True when it is time to give up."""
+        now = self.clock()
+        give_up = self.last is not None and now - self.last < 2 * self.timeout
+        self.last = now
+        return give_up
 
 
 def backoff_delay(attempt: int, retry_after: str = None, rand: float = 0.5, cap: float = 30.0) -> float:
@@ -933,17 +1002,20 @@ class HTTPSession:
 
     # -- the public call: redirects, retries, status errors
     def request(self, method: str, url: str, headers: dict = None, body=None,
-                ok=(200,), auth: str = None, retries: int = None) -> Response:
+                ok=(200,), auth: str = None, retries: int = None, stalls: StallGuard = None) -> Response:
         """Send a request, following redirects and retrying transient failures.
 
         `ok` lists the statuses returned to the caller (a redirect status listed there is
-        returned, not followed); others raise HTTPStatusError after retries. `auth` is an Authorization value valid for the origin of `url` only. `body`
-        is bytes or a file object (streamed; requests with a body are never retried).
+        returned, not followed); others raise HTTPStatusError after retries. `auth` is an
+        Authorization value valid for the origin of `url` only. `body` is bytes or a file
+        object (streamed; requests with a body are never retried). A timeout is a stall:
+        `stalls` (a connection's StallGuard, else one for this call) decides when to stop.
         """
         import socket
         import ssl
         import http.client
         retries = self.retries if retries is None else retries
+        stalls = stalls or StallGuard(self.timeout)
         from urllib.parse import urljoin, urlsplit
         origin = urlsplit(url)[:2]
         attempt = 0
@@ -978,7 +1050,9 @@ class HTTPSession:
                 if (attempt >= retries or method not in ("GET", "HEAD")
                         or isinstance(e, (ConnectionRefusedError, socket.gaierror))):
                     raise NetworkError("%s: %s" % (redact(current), _describe_oserror(e))) from e
-                self._wait(attempt, None, "%s: %s" % (redact(current), _describe_oserror(e)))
+                if isinstance(e, socket.timeout) and stalls.stalled():
+                    raise Stalled(self.stall_message(current)) from e
+                self.backoff(attempt, None, "%s: %s" % (redact(current), _describe_oserror(e)))
                 attempt += 1
                 continue
             if resp.status in ok:
@@ -988,12 +1062,17 @@ class HTTPSession:
             if resp.status in RETRY_STATUSES and attempt < retries and method in ("GET", "HEAD"):
                 retry_after = resp.header("Retry-After")
                 resp.discard()
-                self._wait(attempt, retry_after, "%s: HTTP %d" % (redact(current), resp.status))
+                self.backoff(attempt, retry_after, "%s: HTTP %d" % (redact(current), resp.status))
                 attempt += 1
                 continue
             raise status_error(resp, current)
 
-    def _wait(self, attempt, retry_after, why):
+    def stall_message(self, url: str) -> str:
+        from urllib.parse import urlsplit
+        return ("%s: no data for %g s, twice in a row; giving up (the same command resumes the download)"
+                % (urlsplit(url).netloc.rsplit("@", 1)[-1], self.timeout))
+
+    def backoff(self, attempt, retry_after, why):
         import random
         delay = backoff_delay(attempt, retry_after, self.rand() if self.rand else random.random())
         self.log("%s; retrying in %.1f s" % (why, delay))
@@ -1048,8 +1127,8 @@ class Downloader:
     The partial file tmp/<key>.partial and its state tmp/<key>.json (URL validator and total)
     survive a kill; a rerun asks for the remaining bytes with Range and trusts only a matching
     Content-Range. One process at a time works on a key (flock on locks/<key>), and the
-    verified file is consumed (published, or unpacked) before that lock is released. The
-    transfer is one stream today; `_transfer` is where ranged parts will plug in.
+    verified file is consumed (published, or unpacked) before that lock is released. Big
+    blobs come in Parts on several connections (`_parallel`), small ones in one stream.
     """
 
     def __init__(self, session: HTTPSession, store: "Store", progress=None, connections: int = 1,
@@ -1106,9 +1185,11 @@ class Downloader:
         return state if isinstance(state, dict) and state.get("url") == url else {}
 
     def _transfer(self, url, partial, state, state_path, label, auth):
-        """Run one download to completion, resuming after dropped connections."""
+        """Run one download to completion, resuming after dropped connections: one stream, or
+        parts on several connections when the server answers the probe's Range with a 206."""
         import hashlib
         attempts, first = 0, None
+        guard = StallGuard(self.session.timeout)      # this stream's connection
         while True:
             if state.get("parts"):
                 try:
@@ -1131,12 +1212,12 @@ class Downloader:
                     headers["If-Range"] = state["validator"]
             elif self.connections > 1:
                 headers["Range"] = "bytes=0-"         # a 206 says ranges work: parts may follow
-            resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth)
+            resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth, stalls=guard)
             cont = self._continuation(resp, offset)
+            validator = resp.header("ETag") or resp.header("Last-Modified")
             if cont and not offset and resp.status == 206 and cont[0] and cont[0] >= 2 * self.part_min:
-                state.update(url=url, validator=resp.header("ETag") or resp.header("Last-Modified"),
-                             total=cont[0], resumed=False, final_url=resp.url,
-                             parts=plan_parts(cont[0], self.connections, self.part_min))
+                state.update(url=url, validator=validator, total=cont[0], resumed=False, final_url=resp.url,
+                             parts=[p.saved() for p in plan_parts(cont[0], self.connections, self.part_min)])
                 _write_json_atomic(state_path, state)
                 first = resp                       # its body is the first part's beginning
                 continue
@@ -1152,13 +1233,12 @@ class Downloader:
                 if total is not None and offset == total:      # 416 on a complete partial
                     resp.read(1 << 16)
                     return sha256_file(partial), total
-                state.update(url=url, validator=resp.header("ETag") or resp.header("Last-Modified"),
-                             total=total, resumed=bool(offset))
+                state.update(url=url, validator=validator, total=total, resumed=bool(offset))
                 _write_json_atomic(state_path, state)
                 h = hashlib.sha256()
                 if offset:
                     _hash_prefix(partial, offset, h)
-                done, clean = self._stream(resp, partial, offset, h, total, label)
+                done, clean = self._stream(resp, partial, offset, h, total, label, guard)
             # Without a length only a clean end of the body means complete.
             if clean and (total is None or done == total):
                 return h.hexdigest(), done
@@ -1166,127 +1246,107 @@ class Downloader:
             of = human_size(total) if total is not None else "an unknown size"
             if attempts > self.session.retries:
                 raise NetworkError("%s: connection keeps dropping at %s of %s" % (label, human_size(done), of))
-            self.session._wait(attempts - 1, None, "%s: connection dropped at %s of %s"
-                               % (label, human_size(done), of))
+            self.session.backoff(attempts - 1, None, "%s: connection dropped at %s of %s"
+                                 % (label, human_size(done), of))
 
     def _parallel(self, url, partial, state, state_path, label, auth, first=None) -> tuple:
         """Fetch the planned parts on several connections at once, each written in place with
-        pwrite; progress is saved to the state file twice a second, so a rerun resumes every
-        part. A connection that runs out of work takes half of the part with the most left
-        (a slow or stalled connection then holds back only a shrinking tail). Returns the
-        finished file's (sha256, size): hashed once at the end, as the parts arrive unordered."""
+        pwrite. Progress is saved to the state file whenever about 512 KiB per connection has
+        arrived since the last save (and at least twice a second), so a rerun after a kill
+        fetches little twice. Returns the finished file's (sha256, size): hashed once at the
+        end, as the parts arrive unordered."""
         import threading
-        total, parts = state["total"], state["parts"]
-        for p in parts:
-            p[3:] = [p[0] + p[2]]                        # nothing is in flight at the start
-        state["resumed"] = state.get("resumed") or any(p[2] for p in parts)
-        where = {"url": state.get("final_url") or url}
-        lock, errors, busy = threading.Lock(), [], set()
+        try:
+            job = _PartsJob(url, state, first, save_every=self.connections * CHUNK // 2)
+        except ValueError:
+            raise _Changed()                     # a state file that does not fit: start over
+        state["resumed"] = state.get("resumed") or any(p.done for p in job.parts)
         fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if os.fstat(fd).st_size != total:
+            if os.fstat(fd).st_size != job.total:
                 try:
-                    os.posix_fallocate(fd, 0, total)     # claims the space now: ENOSPC before, not during
+                    os.posix_fallocate(fd, 0, job.total)     # claims the space now: ENOSPC before, not during
                 except (AttributeError, OSError) as e:
                     if getattr(e, "errno", None) == errno.ENOSPC:
                         raise
-                    os.ftruncate(fd, total)
-
-            def unrequested(p):
-                return p[1] - max(p[3], p[0] + p[2])
-
-            def next_part():
-                for i, p in enumerate(parts):
-                    if i not in busy and p[0] + p[2] < p[1]:
-                        return i
-                active = [i for i in busy if unrequested(parts[i]) >= 2 * self.steal_min]
-                if not active:
-                    return None
-                p = parts[max(active, key=lambda i: unrequested(parts[i]))]
-                mid = p[1] - unrequested(p) // 2         # half of what nobody has asked for yet
-                parts.append([mid, p[1], 0, mid])
-                p[1] = mid
-                return len(parts) - 1
-
-            def worker():
-                while not errors:
-                    with lock:
-                        i = next_part()
-                        if i is None:
-                            return
-                        busy.add(i)
-                    try:
-                        opened = first if i == 0 and first is not None and not parts[0][2] else None
-                        self._fetch_part(url, where, parts[i], fd, auth, lock, state.get("validator"), opened)
-                    except BaseException as e:   # noqa: BLE001 - handed to the main thread
-                        errors.append(e)
-                    finally:
-                        with lock:
-                            busy.discard(i)
-
-            threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.connections)]
+                    os.ftruncate(fd, job.total)
+            threads = [threading.Thread(target=self._worker, args=(job, fd, auth), daemon=True)
+                       for _ in range(self.connections)]
             if self.progress:
-                self.progress.start(label, total, sum(p[2] for p in parts))
+                self.progress.start(label, job.total, job.done())
             for t in threads:
                 t.start()
             try:
-                while True:
-                    alive = [t for t in threads if t.is_alive()]
-                    if not alive:
-                        break
-                    alive[0].join(0.5)
-                    with lock:
-                        state["final_url"] = where["url"]
-                        _write_json_atomic(state_path, state)
+                while any(t.is_alive() for t in threads):
+                    job.dirty.wait(0.5)
+                    job.dirty.clear()
+                    _write_json_atomic(state_path, job.snapshot(state))
                     if self.progress:
-                        self.progress.update(sum(min(p[2], p[1] - p[0]) for p in parts))
+                        self.progress.update(job.done())
             except BaseException:
-                errors.append(KeyboardInterrupt())     # tell the workers to stop
+                job.errors.append(KeyboardInterrupt())     # tell the workers to stop
                 raise
+            _write_json_atomic(state_path, job.snapshot(state))
+            failure = job.failure()
             if self.progress:
-                self.progress.finish(not errors)
-            if errors:
-                raise errors[0]
+                self.progress.finish(failure is None)
+            if failure is not None:
+                raise failure
         finally:
             os.close(fd)
-        return sha256_file(partial), total
+        return sha256_file(partial), job.total
 
-    def _fetch_part(self, url, where, part, fd, auth, lock, validator, opened=None) -> None:
-        """Fill part [start, end, done, requested] from start + done in requests of at most
-        request_size on one keep-alive connection, resuming after drops. Another connection
-        may take the unrequested rest (the end shrinks), never bytes in flight, so nothing is
-        fetched twice. A CDN URL that expired (403/410) is resolved again from the original
-        URL. `opened` is the probe's response, streaming from the part's start."""
+    def _worker(self, job: "_PartsJob", fd: int, auth: str) -> None:
+        """One connection: takes parts until none is left. After two stalls in a row it
+        gives its part back and stops; the others finish the work, if any still can."""
+        guard = StallGuard(self.session.timeout)
+        while not job.errors:
+            part = job.take(self.steal_min)
+            if part is None:
+                return
+            try:
+                self._fetch_part(job, part, fd, auth, guard)
+            except Stalled as e:
+                job.stalled.append(e)
+                return
+            except BaseException as e:   # noqa: BLE001 - handed to the main thread
+                job.errors.append(e)
+            finally:
+                job.release(part)
+
+    def _fetch_part(self, job: "_PartsJob", part: Part, fd: int, auth: str, guard: StallGuard) -> None:
+        """Fill the part from its position in requests of at most request_size on one
+        keep-alive connection, resuming after drops. A CDN URL that expired (403/410) is
+        resolved again from the original URL, without the credentials on the CDN."""
         import http.client
         import socket
         from urllib.parse import urlsplit
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         failures = 0
-        while part[0] + part[2] < part[1]:
-            pos = part[0] + part[2]
-            with lock:
-                req_end = part[3] = min(part[1], pos + self.request_size)
-            current = where["url"]
-            same_origin = urlsplit(current)[:2] == urlsplit(url)[:2]
-            headers = {"Range": "bytes=%d-%d" % (pos, req_end - 1)}
-            if validator:
-                headers["If-Range"] = validator
-            resp, opened = opened or self.session.request("GET", current, headers=headers, ok=(200, 206, 403, 410),
-                                                          auth=auth if same_origin else None), None
+        while part.left > 0:
+            pos = part.pos
+            with job.lock:
+                req_end = part.requested = min(part.end, pos + self.request_size)
+            current = job.where
+            resp = job.take_first(part)
+            if resp is None:
+                headers = {"Range": "bytes=%d-%d" % (pos, req_end - 1)}
+                if job.validator:
+                    headers["If-Range"] = job.validator
+                same_origin = urlsplit(current)[:2] == urlsplit(job.url)[:2]
+                resp = self.session.request("GET", current, headers=headers, ok=(200, 206, 403, 410),
+                                            auth=auth if same_origin else None, stalls=guard)
             if resp.status == 200:                       # If-Range failed: not the file we started
                 resp.close(reuse=False)
                 raise _Changed()
             if resp.status in (403, 410):
                 resp.discard()
                 failures += 1
-                if current == url or failures > self.session.retries:
+                if current == job.url or failures > self.session.retries:
                     raise NetworkError("%s: HTTP %d for a part of the download" % (redact(current), resp.status))
-                with lock:
-                    if where["url"] == current:          # one connection re-resolves for all
-                        fresh = self.session.request("GET", url, headers={"Range": "bytes=0-0"}, ok=(206,), auth=auth)
-                        fresh.discard()
-                        where["url"] = fresh.url
+                job.resolve_again(current, lambda: self.session.request(
+                    "GET", job.url, headers={"Range": "bytes=0-0"}, ok=(206,), auth=auth))
                 continue
             cr = parse_content_range(resp.header("Content-Range"))
             if cr is None or cr[0] != pos:
@@ -1300,14 +1360,18 @@ class Downloader:
                     n = min(n, req_end - pos)
                     os.pwrite(fd, view[:n], pos)
                     pos += n
-                    part[2] = pos - part[0]
+                    job.advanced(part, n)
                 resp.close(reuse=pos >= cr[1] + 1)
             except (OSError, http.client.HTTPException, socket.timeout) as e:
                 resp.close(reuse=False)
-                failures += 1
-                if failures > self.session.retries:
-                    raise NetworkError("%s: a part keeps failing: %s" % (redact(current), _describe_oserror(e)))
-                self.session._wait(failures - 1, None, "part at %d: %s" % (pos, _describe_oserror(e)))
+                if isinstance(e, socket.timeout):
+                    if guard.stalled():
+                        raise Stalled(self.session.stall_message(current)) from e
+                else:
+                    failures += 1
+                    if failures > self.session.retries:
+                        raise NetworkError("%s: a part keeps failing: %s" % (redact(current), _describe_oserror(e)))
+                self.session.backoff(max(failures - 1, 0), None, "part at %d: %s" % (pos, _describe_oserror(e)))
 
     @staticmethod
     def _continuation(resp, offset):
@@ -1321,9 +1385,10 @@ class Downloader:
         length = resp.header("Content-Length")
         return (int(length) if length and length.isdigit() else None), 0
 
-    def _stream(self, resp, partial, offset, h, total, label) -> tuple:
+    def _stream(self, resp, partial, offset, h, total, label, guard: StallGuard) -> tuple:
         """Append the body at `offset`, hashing in order. Returns (bytes on disk at the end,
-        whether the body ended cleanly rather than with a dropped connection)."""
+        whether the body ended cleanly rather than with a dropped connection); Stalled when
+        the guard says a stall was one too many."""
         import http.client
         import socket
         done = offset
@@ -1331,16 +1396,18 @@ class Downloader:
             self.progress.start(label, total, done)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
         hasher = _PipelinedHash(h)
-        clean = True
+        clean, stalled = True, None
         try:
             os.ftruncate(fd, offset)
             while True:
                 buf = hasher.buffer()
                 try:
                     n = resp.readinto(buf)
-                except (OSError, http.client.HTTPException, socket.timeout):
+                except (OSError, http.client.HTTPException, socket.timeout) as e:
                     resp.close(reuse=False)
                     n, clean = 0, False
+                    if isinstance(e, socket.timeout) and guard.stalled():
+                        stalled = Stalled(self.session.stall_message(resp.url))
                 if not n:
                     hasher.give_back(buf)
                     break
@@ -1354,7 +1421,86 @@ class Downloader:
             os.close(fd)
         if self.progress:
             self.progress.finish(clean and (done == total or total is None))
+        if stalled:
+            raise stalled
         return done, clean
+
+
+class _PartsJob:
+    """What the connections of one parallel download share: the parts, the URL they fetch
+    (a CDN URL, resolved again when it expires), the probe's response that carries the first
+    part's beginning, failures, and how much arrived since progress was last saved."""
+
+    def __init__(self, url: str, state: dict, first, save_every: int):
+        import threading
+        self.url, self.total = url, state["total"]
+        self.where = state.get("final_url") or url
+        self.validator = state.get("validator")
+        self.parts = [Part.load(p, self.total) for p in state["parts"]]
+        self.first = first
+        self.lock = threading.Lock()
+        self.busy = set()                   # ids of parts a connection is working on
+        self.errors, self.stalled = [], []
+        self.unsaved, self.save_every = 0, save_every
+        self.dirty = threading.Event()      # set when enough arrived to be worth saving
+
+    def take(self, steal_min: int):
+        """A part for an idle connection: one nobody works on, else the back half of the
+        unrequested rest of the busy part with the most of it (a slow or stalled connection
+        then holds back only a shrinking tail); None when there is nothing worth taking."""
+        with self.lock:
+            part = next((p for p in self.parts if id(p) not in self.busy and p.left > 0), None)
+            if part is None:
+                active = [p for p in self.parts if id(p) in self.busy and p.unrequested >= 2 * steal_min]
+                if not active:
+                    return None
+                part = max(active, key=lambda p: p.unrequested).split()
+                self.parts.append(part)
+            self.busy.add(id(part))
+            return part
+
+    def release(self, part: Part) -> None:
+        with self.lock:
+            self.busy.discard(id(part))
+
+    def take_first(self, part: Part):
+        """The probe's response, once, to the connection filling the file's first bytes."""
+        with self.lock:
+            if self.first is None or part.pos != 0:
+                return None
+            first, self.first = self.first, None
+            return first
+
+    def resolve_again(self, expired: str, probe) -> None:
+        """One connection asks the origin for a fresh CDN URL; the others then use it."""
+        with self.lock:
+            if self.where == expired:
+                fresh = probe()
+                fresh.discard()
+                self.where = fresh.url
+
+    def advanced(self, part: Part, n: int) -> None:
+        part.done += n
+        self.unsaved += n                   # a lost update only delays a save a little
+        if self.unsaved >= self.save_every:
+            self.unsaved = 0
+            self.dirty.set()
+
+    def done(self) -> int:
+        return sum(p.done for p in self.parts)
+
+    def snapshot(self, state: dict) -> dict:
+        with self.lock:
+            state.update(final_url=self.where, parts=[p.saved() for p in self.parts])
+        return state
+
+    def failure(self):
+        """The exception that ended the download, or None when every part is complete."""
+        if self.errors:
+            return self.errors[0]
+        if any(p.left for p in self.parts):
+            return self.stalled[0] if self.stalled else NetworkError("%s: parts left unfinished" % redact(self.url))
+        return None
 
 
 class _PipelinedHash:

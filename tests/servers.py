@@ -26,6 +26,7 @@ Knobs are plain attributes and may be changed at any time:
     slow_start      int | None   ranged requests starting at this offset get 20x the delay
     rate            float | None bytes per second per connection (a token bucket), e.g. 20e6
     stall_after     int | None   next GET: send this many body bytes, then go silent for `stall` s
+    stall_half      bool         every GET: send half of its body, then go silent for `stall` s
     bad_range       bool         answer ranged requests with a Content-Range one byte off
     fault_match     str | None   fail_next, drop_after and stall_after apply only to paths containing it
     corrupt         bool         flip the first byte of every body served (bytes that fail their digest)
@@ -161,6 +162,7 @@ class FileServer:
         self.slow_start: int | None = None
         self.rate: float | None = None
         self.stall_after: int | None = None
+        self.stall_half = False
         self.stall = 30.0
         self.bad_range = False
         self.fault_match: str | None = None
@@ -290,6 +292,8 @@ class FileServer:
             if faulty:
                 limit, self.drop_after = self.drop_after, None
                 stall, self.stall_after = self.stall_after, None
+                if self.stall_half:
+                    stall = (end + 1 - start) // 2
         body = memoryview(res.data)[start:end + 1]
         if self.corrupt and faulty and len(body):
             body = memoryview(bytes([body[0] ^ 0xFF]) + bytes(body[1:]))

@@ -25,9 +25,33 @@ def downloader(tmp_path, connections=4, **kw):
 
 
 def test_plan_parts():
-    assert ramalama.plan_parts(100, 4, 10) == [[0, 25, 0, 0], [25, 50, 0, 25], [50, 75, 0, 50], [75, 100, 0, 75]]
-    assert ramalama.plan_parts(15, 8, 10) == [[0, 15, 0, 0]]
-    assert ramalama.plan_parts(101, 3, 10) == [[0, 34, 0, 0], [34, 68, 0, 34], [68, 101, 0, 68]]
+    def plan(*a):
+        return [p.saved() for p in ramalama.plan_parts(*a)]
+    assert plan(100, 4, 10) == [[0, 25, 0], [25, 50, 0], [50, 75, 0], [75, 100, 0]]
+    assert plan(15, 8, 10) == [[0, 15, 0]]
+    assert plan(101, 3, 10) == [[0, 34, 0], [34, 68, 0], [68, 101, 0]]
+
+
+def test_a_part_splits_only_what_nobody_asked_for():
+    p = ramalama.Part(0, 100, 10)
+    p.requested = 30                       # bytes 10-30 are in flight
+    tail = p.split()
+    assert (p.saved(), tail.saved()) == ([0, 65, 10], [65, 100, 0])
+    with pytest.raises(ValueError):
+        ramalama.Part.load([0, 200, 0], 100)
+    with pytest.raises(ValueError):
+        ramalama.Part.load([0, 50, 60], 100)
+
+
+def test_stall_guard_gives_up_on_a_second_stall_without_flow_between():
+    now = [0.0]
+    guard = ramalama.StallGuard(30, clock=lambda: now[0])
+    now[0] = 30
+    assert not guard.stalled()
+    now[0] = 61                            # silent again right after the retry
+    assert guard.stalled()
+    now[0] = 500                           # data flowed for minutes since: a fresh stall is retried
+    assert not guard.stalled()
 
 
 def test_parts_on_several_connections(tmp_path):
