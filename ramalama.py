@@ -91,6 +91,15 @@ class RamalamaError(Exception):
     exit_code = 1
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGTERM, SIGHUP or SIGINT. It unwinds like Ctrl-C, so servers, containers and downloads
+    are cleaned up on the way out; main() then exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class UsageError(RamalamaError):
     """Bad arguments or an unparseable model name."""
     exit_code = 2
@@ -554,11 +563,13 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAU
 CONFIG_TYPES = {
     "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
     "transport": str, "ngl": int, "ctx_size": int, "temp": float, "threads": int,
-    "port": int, "host": str, "pull": str, "ollama_registry": str,
+    "port": int, "host": str, "pull": str, "ollama_registry": str, "api_key": str,
 }
 ENV_KEYS = (("RAMALAMA_STORE", "store"), ("RAMALAMA_TRANSPORTS", "transport"),
             ("RAMALAMA_TRANSPORT", "transport"), ("RAMALAMA_IMAGE", "image"),
-            ("RAMALAMA_CONTAINER_ENGINE", "engine"), ("RAMALAMA_OLLAMA_REGISTRY", "ollama_registry"))
+            ("RAMALAMA_CONTAINER_ENGINE", "engine"), ("RAMALAMA_OLLAMA_REGISTRY", "ollama_registry"),
+            ("RAMALAMA_API_KEY", "api_key"))
+SECRET_KEYS = ("api_key",)       # config values shown masked
 
 
 def config_dirs(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> list:
@@ -1285,6 +1296,7 @@ class Downloader:
                         self.progress.update(job.done())
             except BaseException:
                 job.errors.append(KeyboardInterrupt())     # tell the workers to stop
+                _write_json_atomic(state_path, job.snapshot(state))
                 raise
             _write_json_atomic(state_path, job.snapshot(state))
             failure = job.failure()
@@ -3428,6 +3440,12 @@ def runtime_argv(o: ServeOptions) -> list:
     return argv + shlex.split(o.extra or "")
 
 
+def api_key_env(runtime: str) -> str:
+    """The variable the runtime reads its API key from (both also take a flag, which would
+    show the key in the process list)."""
+    return "VLLM_API_KEY" if runtime == "vllm" else "LLAMA_API_KEY"
+
+
 def gpu_devices(engine: str, gpu: str) -> list:
     """Engine flags that give a container the GPU."""
     if gpu == "nvidia":
@@ -3441,11 +3459,14 @@ def gpu_devices(engine: str, gpu: str) -> list:
 
 def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: list, *, name: str,
                    labels: dict, gpu: str, devices: list, publish: str = None, socket_dir: str = None,
-                   detach: bool = True) -> list:
+                   detach: bool = True, env_names: tuple = ()) -> list:
     """`podman|docker run` for a model server: read-only model mounts, every capability dropped,
-    no new privileges, an init process, our labels; either a published loopback port or no
-    network at all and a unix socket in a mounted directory."""
+    no new privileges, an init process, our labels; either a published port or no network at
+    all and a unix socket in a mounted directory. `env_names` pass variables by name only:
+    their values (an API key) come from the engine's environment, never from argv."""
     argv = [exe, "run", "--rm"] + (["-d"] if detach else []) + ["--name", name]
+    for var in env_names:
+        argv += ["--env", var]
     for key, value in sorted(labels.items()):
         argv += ["--label", "%s=%s" % (key, value)]
     argv += ["--cap-drop=all", "--security-opt=no-new-privileges", "--init"]
@@ -3541,21 +3562,28 @@ def pinned_name(ref: Ref, digest: str) -> str:
     return "%s/%s@%s" % (ref.host, ref.name, digest)
 
 
-def resolve_image(ctx, image: str, engine: str, record: bool = True) -> str:
+def resolve_image(ctx, image: str, engine: str, offline: bool = False) -> str:
     """image@sha256:... for `image`. A pin recorded in the store is reused without network
     unless --pull=always|newer asks to refresh it; otherwise the engine's local store is asked
     first, then the registry (with our own client). A digest given is used as it is. New pins
-    are recorded in <store>/images.json unless record is False (--dryrun)."""
+    are recorded in <store>/images.json. Offline (--dryrun) nothing is asked or recorded: the
+    recorded pin, else the engine's digest, else the tag itself, said to be unresolved."""
     ref = _image_ref(image)
     if ref.digest:
         return pinned_name(ref, ref.digest)
-    store = ctx.store.ensure()
+    store = ctx.store if offline else ctx.store.ensure()
     policy = getattr(ctx.args, "pull", None) or ctx.config.get("pull") or "missing"
-    pins = load_pins(store)
+    pins = load_pins(store) if store.exists() else {}
     key = pin_key(ref)
     pinned = pins.get(key, {}).get("digest")
-    if pinned and policy in ("missing", "never"):
+    if pinned and (offline or policy in ("missing", "never")):
         return pinned_name(ref, pinned)
+    if offline:
+        digest = _engine_digest(engine, ref, ctx.env) if engine else None
+        if digest:
+            return pinned_name(ref, digest)
+        ctx.warn("image %s is unresolved (no pin recorded); a run without --dryrun pins it to a digest first" % key)
+        return key
     digest, via = None, None
     if policy not in ("always", "newer") and engine:
         digest, via = _engine_digest(engine, ref, ctx.env), "engine"
@@ -3571,7 +3599,7 @@ def resolve_image(ctx, image: str, engine: str, record: bool = True) -> str:
     if digest is None:
         raise RamalamaError("image %s is not in the %s store and --pull=never forbids asking the registry; "
                             "pin one with --image %s/%s@sha256:<digest>" % (key, engine or "local", ref.host, ref.name))
-    if digest != pinned and record:
+    if digest != pinned:
         record_pin(store, key, digest, via)
         ctx.info("pinned %s to %s" % (key, digest))
     return pinned_name(ref, digest)
@@ -3643,16 +3671,18 @@ def wait_healthy(endpoint: str, alive, timeout: float = HEALTH_TIMEOUT, clock=ti
     raise RamalamaError("the model server was not ready after %d s" % timeout)
 
 
-def chat(endpoint: str, alias: str, messages: list, out, timeout: float = 600.0) -> str:
+def chat(endpoint: str, alias: str, messages: list, out, timeout: float = 600.0, api_key: str = None) -> str:
     """One streamed /v1/chat/completions exchange; writes tokens to `out` as they arrive and
     returns the whole reply."""
     import json
     import http.client
     body = json.dumps({"model": alias, "messages": messages, "stream": True}).encode()
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = "Bearer " + api_key
     conn = _http_connection(endpoint, timeout)
     try:
-        conn.request("POST", "/v1/chat/completions", body=body,
-                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
         resp = conn.getresponse()
         if resp.status != 200:
             raise RamalamaError("the model server answered HTTP %d: %s"
@@ -3692,11 +3722,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 # -- deployment files
 
-def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, port: int, labels: dict) -> dict:
+def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, port: int, labels: dict,
+                   host: str = "127.0.0.1", key_var: str = None) -> dict:
     """{file name: text} that run the same server on Kubernetes (kube), systemd + podman
-    (quadlet) or compose; the image is pinned by digest and the model mounted read-only."""
+    (quadlet) or compose; the image is pinned by digest and the model mounted read-only; the
+    port is published on `host` (every address for 0.0.0.0). With key_var the runtime's API key
+    comes from a secret named <name>-api-key (kube, quadlet) or from $RAMALAMA_API_KEY (compose),
+    never from the file."""
     import json
     q = json.dumps                                  # a JSON string is a valid YAML scalar
+    publish = "%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port)
+    secret = name + "-api-key"
     if kind == "kube":
         mounts_yaml = "".join("        - name: model-%d\n          mountPath: %s\n          readOnly: true\n"
                               % (i, q(dst)) for i, (_src, dst) in enumerate(mounts))
@@ -3705,29 +3741,33 @@ def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, p
         text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %(n)s\n  labels:\n    app: %(n)s\n"
                 "spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: %(n)s\n  template:\n"
                 "    metadata:\n      labels:\n        app: %(n)s\n    spec:\n      containers:\n"
-                "      - name: model-server\n        image: %(image)s\n        command: %(argv)s\n"
+                "      - name: model-server\n        image: %(image)s\n        command: %(argv)s\n%(env)s"
                 "        ports:\n        - containerPort: %(port)d\n        securityContext:\n"
                 "          allowPrivilegeEscalation: false\n          capabilities:\n            drop: [\"ALL\"]\n"
                 "        volumeMounts:\n%(mounts)s      volumes:\n%(volumes)s"
                 "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %(n)s\nspec:\n  selector:\n"
                 "    app: %(n)s\n  ports:\n  - port: %(port)d\n    targetPort: %(port)d\n"
                 % {"n": name, "image": q(image), "argv": q(argv), "port": port, "mounts": mounts_yaml,
-                   "volumes": volumes_yaml})
+                   "volumes": volumes_yaml,
+                   "env": ("        env:\n        - name: %s\n          valueFrom:\n            secretKeyRef:\n"
+                           "              name: %s\n              key: api-key\n" % (key_var, secret)) if key_var else ""})
         return {name + ".yaml": text}
     if kind == "quadlet":
         lines = ["[Unit]", "Description=ramalama model server %s" % name, "", "[Container]",
-                 "ContainerName=%s" % name, "Image=%s" % image, "PublishPort=%d:%d" % (port, port),
+                 "ContainerName=%s" % name, "Image=%s" % image, "PublishPort=%s" % publish,
                  "DropCapability=all", "NoNewPrivileges=true", "RunInit=true"]
         lines += ["Label=%s=%s" % kv for kv in sorted(labels.items())]
         lines += ["Mount=type=bind,src=%s,destination=%s,ro=true" % m for m in mounts]
+        lines += ["Secret=%s,type=env,target=%s" % (secret, key_var)] if key_var else []
         lines += ["Exec=%s" % " ".join(_systemd_quote(a) for a in argv), "", "[Service]", "Restart=on-failure",
                   "", "[Install]", "WantedBy=default.target", ""]
         return {name + ".container": "\n".join(lines)}
     if kind == "compose":
         text = ("services:\n  %s:\n    image: %s\n    command: %s\n    ports:\n      - %s\n"
-                "    cap_drop: [\"ALL\"]\n    security_opt: [\"no-new-privileges\"]\n    init: true\n"
+                "    cap_drop: [\"ALL\"]\n    security_opt: [\"no-new-privileges\"]\n    init: true\n%s"
                 "    labels:\n%s    volumes:\n%s"
-                % (name, q(image), q(argv), q("%d:%d" % (port, port)),
+                % (name, q(image), q(argv), q(publish),
+                   "    environment:\n      %s: ${RAMALAMA_API_KEY}\n" % key_var if key_var else "",
                    "".join("      %s: %s\n" % (q(k), q(v)) for k, v in sorted(labels.items())),
                    "".join("      - type: bind\n        source: %s\n        target: %s\n        read_only: true\n"
                            % (q(src), q(dst)) for src, dst in mounts)))
@@ -3789,11 +3829,13 @@ class EngineError(RamalamaError):
 
 
 class Server:
-    """A model server we started: endpoint, liveness probe, stop, recent log lines."""
+    """A model server we started: endpoint, liveness probe, stop, recent log lines, and the
+    API key its clients send (None when it requires none)."""
 
-    def __init__(self, endpoint: str, alive, stop, logs, proc=None, name: str = None, image: str = None):
+    def __init__(self, endpoint: str, alive, stop, logs, proc=None, name: str = None, image: str = None,
+                 api_key: str = None):
         self.endpoint, self.alive, self.stop, self.logs = endpoint, alive, stop, logs
-        self.proc, self.name, self.image = proc, name, image
+        self.proc, self.name, self.image, self.api_key = proc, name, image, api_key
 
     def wait_healthy(self, timeout: float = HEALTH_TIMEOUT) -> None:
         try:
@@ -3803,19 +3845,21 @@ class Server:
             raise RamalamaError("%s%s" % (e, (": " + tail) if tail else ""))
 
 
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")     # ours to use, never the runtime's
+# never passed on from our environment: tokens are ours to use; the runtime's API key is set
+# by launch() itself, from --api-key / RAMALAMA_API_KEY / config
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "RAMALAMA_API_KEY", "LLAMA_API_KEY", "VLLM_API_KEY")
 
 
-def start_native(argv: list, endpoint: str, log_path: str, env: dict) -> Server:
+def start_native(argv: list, endpoint: str, log_path: str, env: dict, api_key: str = None) -> Server:
+    """Start the runtime as our child in its own session; `env` is exactly its environment."""
     import shutil
     import subprocess
-    env = {k: v for k, v in env.items() if k not in SECRET_ENV}
     if not shutil.which(argv[0], path=env.get("PATH")):
         raise RamalamaError("%s is not installed (not on PATH); install it, or run in a container with "
                             "podman or docker" % argv[0])
     log = open(log_path, "ab")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent())
     log.close()
 
     def stop():
@@ -3826,13 +3870,31 @@ def start_native(argv: list, endpoint: str, log_path: str, env: dict) -> Server:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return Server(endpoint, lambda: proc.poll() is None, stop, lambda: _tail(log_path), proc)
+    return Server(endpoint, lambda: proc.poll() is None, stop, lambda: _tail(log_path), proc, api_key=api_key)
 
 
-def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, env: dict) -> Server:
-    """Start a detached container; a RamalamaError when the engine cannot run it."""
+def _die_with_parent():
+    """A preexec_fn that has Linux send the child SIGTERM when we die, even by SIGKILL
+    (PR_SET_PDEATHSIG); None where libc's prctl cannot be had."""
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    import signal
+    return lambda: prctl(1, signal.SIGTERM)
+
+
+def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, env: dict,
+                    api_key: str = None) -> Server:
+    """Start a detached container; a RamalamaError when the engine cannot run it. Stopped
+    while the engine starts it, the container is removed before the stop goes on."""
     import subprocess
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    except BaseException:
+        subprocess.run([exe, "rm", "-f", name], capture_output=True, env=env)
+        raise
     if proc.returncode != 0:
         raise EngineError("%s could not start the container: %s"
                           % (os.path.basename(exe), (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]))
@@ -3847,12 +3909,14 @@ def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, 
         return state.returncode == 0 and state.stdout.strip() == "true"
 
     def stop():
+        # --rm removes the container a moment after it stops; rm -f makes that done when we return
         subprocess.run([exe, "stop", "-t", "3", name], capture_output=True, env=env)
+        subprocess.run([exe, "rm", "-f", name], capture_output=True, env=env)
 
     def logs():
         out = subprocess.run([exe, "logs", "--tail", "5", name], capture_output=True, text=True, env=env)
         return " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
-    return Server(endpoint, alive, stop, logs, name=name, image=image)
+    return Server(endpoint, alive, stop, logs, name=name, image=image, api_key=api_key)
 
 
 # ---------------------------------------------------------------------------
@@ -4166,7 +4230,7 @@ def cmd_info(ctx) -> int:
         "platform": platform.platform(),
         "store": dict(path=store.root, **found),
         "config": {"files": ctx.config.files, "unknown_keys": ctx.config.unknown_keys(),
-                   "settings": ctx.config.settings},
+                   "settings": {k: "***" if k in SECRET_KEYS else v for k, v in ctx.config.settings.items()}},
         "engine": find_engine(ctx) or None,
         "runtime": ctx.args.runtime or ctx.config.get("runtime") or "llama.cpp",
         "image": ctx.args.image or ctx.config.get("image") or GPU_IMAGES[detect_gpu(ctx.env)] + ":latest",
@@ -4340,22 +4404,28 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
     sock = (socket_dir + "/llama.sock") if socket_dir else None
     local = "127.0.0.1" if host in ("0.0.0.0", "") else host
     endpoint = "unix:" + sock if sock else "http://%s:%d" % (local, port)
+    # the API key reaches the runtime by environment only: never argv, labels or logs
+    key = _api_key(ctx)
+    key_var = api_key_env(runtime)
+    env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
+    if key:
+        env[key_var] = key
     if engine:
         name = ctx.args.name or "ramalama-" + os.urandom(4).hex()
         labels = {LABEL: "true", LABEL + ".model": model.ref, LABEL + ".runtime": runtime,
                   LABEL + ".url": endpoint if sock else endpoint + "/v1"}
         opts = serve_options(ctx, model, runtime, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0",
                              port, gpu, CONTAINER_MODELS)
-        image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, record=not ctx.args.dryrun)
+        image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
         publish = None if sock else ("%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port))
         argv = container_argv(engine_kind(engine), engine, image, opts, model_mounts(model), name=name,
                               labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
-                              socket_dir=socket_dir)
+                              socket_dir=socket_dir, env_names=(key_var,) if key else ())
         if ctx.args.dryrun:
             ctx.out.write(shlex.join(argv) + "\n")
             return None
         try:
-            return start_container(engine, argv, name, endpoint, image, ctx.env)
+            return start_container(engine, argv, name, endpoint, image, env, key)
         except EngineError as e:
             ctx.warn("%s; running natively instead" % e)
     argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, model.path))
@@ -4363,7 +4433,12 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         ctx.out.write(shlex.join(argv) + "\n")
         return None
     log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
-    return start_native(argv, endpoint, log_path, ctx.env)
+    return start_native(argv, endpoint, log_path, env, key)
+
+
+def _api_key(ctx):
+    """--api-key, else RAMALAMA_API_KEY or config api_key: what API clients must send."""
+    return getattr(ctx.args, "api_key", None) or ctx.config.get("api_key") or None
 
 
 def cmd_run(ctx) -> int:
@@ -4385,7 +4460,7 @@ def cmd_run(ctx) -> int:
             if not prompt:
                 raise UsageError("no prompt: give one as an argument or on stdin")
         if prompt:
-            chat(server.endpoint, model.ref, [{"role": "user", "content": prompt}], ctx.out)
+            chat(server.endpoint, model.ref, [{"role": "user", "content": prompt}], ctx.out, api_key=server.api_key)
             return 0
         history = []
         while True:
@@ -4398,7 +4473,8 @@ def cmd_run(ctx) -> int:
                 return 0
             if line.strip():
                 history.append({"role": "user", "content": line})
-                history.append({"role": "assistant", "content": chat(server.endpoint, model.ref, history, ctx.out)})
+                reply = chat(server.endpoint, model.ref, history, ctx.out, api_key=server.api_key)
+                history.append({"role": "assistant", "content": reply})
     finally:
         if server is not None:
             server.stop()
@@ -4411,9 +4487,9 @@ def cmd_serve(ctx) -> int:
     args = ctx.args
     model = _model_for(ctx, args.MODEL)
     port = args.port or ctx.config.get("port") or 8080
-    host = args.host or ctx.config.get("host") or "0.0.0.0"
+    host = args.host or ctx.config.get("host") or "127.0.0.1"       # reachable from elsewhere only when asked
     if args.generate:
-        return _generate(ctx, model, port)
+        return _generate(ctx, model, host, port)
     if args.detach and not find_engine(ctx):
         raise UsageError("--detach needs a container engine (podman or docker)")
     server = launch(ctx, model, host=host, port=port)
@@ -4429,8 +4505,9 @@ def cmd_serve(ctx) -> int:
         ctx.out.write("%s\n" % server.name)
         ctx.info("Serving %s at %s in container %s (image %s)" % (model.ref, url, server.name, server.image))
         return 0
-    ctx.info("Serving %s at %s (OpenAI API)%s; Ctrl-C stops it"
-             % (model.ref, url, " in container %s, image %s" % (server.name, server.image) if server.name else ""))
+    ctx.info("Serving %s at %s (OpenAI API%s)%s; Ctrl-C stops it"
+             % (model.ref, url, ", API key required" if server.api_key else "",
+                " in container %s, image %s" % (server.name, server.image) if server.name else ""))
     try:
         if server.proc is not None:
             return server.proc.wait()
@@ -4440,16 +4517,23 @@ def cmd_serve(ctx) -> int:
         server.stop()
 
 
-def _generate(ctx, model: Model, port: int) -> int:
+def _generate(ctx, model: Model, host: str, port: int) -> int:
     kind, _, outdir = ctx.args.generate.partition(":")
     runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
     engine = find_engine(ctx) or "podman"
-    image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, record=not ctx.args.dryrun)
+    image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
     opts = serve_options(ctx, model, runtime, "0.0.0.0", port, gpu, CONTAINER_MODELS)
     name = ctx.args.name or "ramalama-" + model.ref.split("://", 1)[-1].replace("/", "-").replace(":", "-").replace(
         "@", "-").lower()[:40].strip("-.")
+    key_var = api_key_env(runtime) if _api_key(ctx) else None
     files = generate_files(kind, name, image, runtime_argv(opts), model_mounts(model), port,
-                           {LABEL: "true", LABEL + ".model": model.ref})
+                           {LABEL: "true", LABEL + ".model": model.ref}, host=host, key_var=key_var)
+    if key_var:
+        ctx.info({"kube": "the API key is read from the secret %s-api-key (key api-key): kubectl create secret "
+                          "generic %s-api-key --from-literal=api-key=..." % (name, name),
+                  "quadlet": "the API key is read from the podman secret %s-api-key: printf %%s \"$RAMALAMA_API_KEY\" "
+                             "| podman secret create %s-api-key -" % (name, name),
+                  "compose": "the API key is read from $RAMALAMA_API_KEY when compose starts the service"}.get(kind, ""))
     outdir = outdir or "."
     for fname, text in files.items():
         path = os.path.join(outdir, fname)
@@ -4723,6 +4807,9 @@ def _add_runtime_flags(p) -> None:
                    help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
                    "ask the registry again; never: no registry)")
     p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
+    p.add_argument("--api-key", metavar="KEY", help="API clients must send this key (config api_key; env "
+                   "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
+                   "never in its argv; generated files refer to a secret")
     _add_registry_flags(p)
 
 
@@ -4802,7 +4889,8 @@ def _command_args(name: str, p) -> None:
             p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
         else:
             p.add_argument("--port", "-p", type=int, help="port to serve on (config port; default 8080)")
-            p.add_argument("--host", help="address to listen on (config host; default 0.0.0.0)")
+            p.add_argument("--host", help="address to listen on (config host; default 127.0.0.1, this host only; "
+                           "0.0.0.0 for every interface)")
             p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
             p.add_argument("--generate", metavar="KIND[:DIR]",
                            help="write kube, quadlet or compose files instead of running")
@@ -4940,11 +5028,38 @@ def parse_args(argv: list):
     return args
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")     # what systemd, kill, timeout and a closed terminal send
+
+
+def _on_stop_signal(signum, frame):
+    """The first stop signal unwinds the command; later ones are ignored, so the cleanup on
+    the way out (stopping a server or container) is not cut short."""
+    import signal
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Signalled(signum)
+
+
+def _stop_signals_unwind() -> dict:
+    """Route the stop signals to _on_stop_signal (main thread only); the old handlers."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name)
+        old[signum] = signal.signal(signum, _on_stop_signal)
+    return old
+
+
 def main(argv=None, env=None, stdout=None, stderr=None) -> int:
     """Run one command; returns the exit code (never raises for user errors)."""
+    import signal
     env = os.environ if env is None else env
     out, err = stdout or sys.stdout, stderr or sys.stderr
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    old_handlers = _stop_signals_unwind()
     try:
         from contextlib import redirect_stdout
         with redirect_stdout(out):              # argparse prints --help to sys.stdout
@@ -4961,9 +5076,10 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
         return args.handler(ctx)
     except SystemExit as e:                   # --help
         return e.code if isinstance(e.code, int) else 0
-    except KeyboardInterrupt:
-        err.write("\nInterrupted\n")
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        err.write("\nInterrupted\n" if signum == signal.SIGINT else "\nStopped by %s\n" % signal.Signals(signum).name)
+        return 128 + signum
     except RamalamaError as e:
         if debug:
             import traceback
@@ -4980,6 +5096,9 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
         where = (": " + e.filename) if getattr(e, "filename", None) else ""
         err.write("Error: %s%s\n" % (e.strerror or e, where))
         return 1
+    finally:
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
 
 
 def console_main() -> None:

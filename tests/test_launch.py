@@ -102,7 +102,7 @@ def test_serve_dryrun_uses_the_gpu_image_by_digest(cli, store, pulled, model_fil
     assert "%s@%s" % (image, DIGEST) in argv and not [a for a in argv if a.endswith(":latest")]
     assert "--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny.gguf,ro=true" % (
         store, model_file) in argv
-    assert argv[argv.index("-p") + 1] == "8081:8081"
+    assert argv[argv.index("-p") + 1] == "127.0.0.1:8081:8081"       # this host only unless --host says
     assert argv[argv.index("--n-gpu-layers") + 1] == ("0" if gpu == "none" else "999")
     assert "ai.ramalama.url=http://127.0.0.1:8081/v1" in argv
 
@@ -130,9 +130,12 @@ def test_run_dryrun_uses_a_socket(cli, store, pulled):
 
 
 def test_image_pins(cli, store, pulled):
-    r = cli("--engine", "/nonexistent/podman", "--image", "quay.io/x/y:1", "--dryrun", "serve", "--pull", "never",
-            pulled)
+    r = cli("--engine", "/nonexistent/podman", "--image", "quay.io/x/y:1", "serve", "--pull", "never", pulled)
     assert r.code == 1 and "is not in the" in r.err and "--image quay.io/x/y@sha256:<digest>" in r.err
+    # a dry run asks nobody: with no pin it shows the tag and says it is unresolved
+    r = cli("--engine", "/nonexistent/podman", "--image", "quay.io/x/y:1", "--dryrun", "serve", pulled)
+    assert r.code == 0 and "quay.io/x/y:1" in shlex.split(r.out) and "unresolved" in r.err, r
+    assert not (store / "images.json").exists()
     pin(store, "quay.io/x/y:1")
     r = cli("--engine", "/nonexistent/podman", "--image", "quay.io/x/y:1", "--dryrun", "serve", pulled)
     assert r.code == 0 and "quay.io/x/y@" + DIGEST in r.out
@@ -159,10 +162,46 @@ def test_generate_kube_quadlet_compose(cli, store, pulled, tmp_path, model_file)
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert service["spec"]["ports"] == [{"port": 8085, "targetPort": 8085}]
     compose = yaml.safe_load((out / "compose.yaml").read_text())["services"]["tiny"]
-    assert compose["image"] == image and compose["ports"] == ["8085:8085"]
+    assert compose["image"] == image and compose["ports"] == ["127.0.0.1:8085:8085"]
     assert compose["volumes"] == [{"type": "bind", "source": blob_path, "target": "/mnt/models/tiny.gguf",
                                    "read_only": True}]
     quadlet = (out / "tiny.container").read_text().splitlines()
-    assert "Image=" + image in quadlet and "PublishPort=8085:8085" in quadlet
+    assert "Image=" + image in quadlet and "PublishPort=127.0.0.1:8085:8085" in quadlet
     assert "Mount=type=bind,src=%s,destination=/mnt/models/tiny.gguf,ro=true" % blob_path in quadlet
     assert [line for line in quadlet if line.startswith("Exec=llama-server --host 0.0.0.0 --port 8085")]
+
+
+def test_generate_with_a_host_and_an_api_key_refers_to_secrets(cli, store, pulled, tmp_path):
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    out = tmp_path / "deploy"
+    key = "k3y-never-in-files"
+    for kind in ("kube", "quadlet", "compose"):
+        r = cli("--engine", "podman", "serve", "--name", "tiny", "--host", "0.0.0.0", "--port", "8085",
+                "--generate", "%s:%s" % (kind, out), pulled, env_extra={"RAMALAMA_GPU": "none", "RAMALAMA_API_KEY": key})
+        assert r.code == 0 and ("secret" in r.err or "RAMALAMA_API_KEY" in r.err), r
+    texts = {p.name: p.read_text() for p in out.iterdir()}
+    assert not [name for name, text in texts.items() if key in text]
+    deploy = list(yaml.safe_load_all(texts["tiny.yaml"]))[0]
+    env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "LLAMA_API_KEY", "valueFrom": {"secretKeyRef": {"name": "tiny-api-key", "key": "api-key"}}}]
+    compose = yaml.safe_load(texts["compose.yaml"])["services"]["tiny"]
+    assert compose["ports"] == ["8085:8085"] and compose["environment"] == {"LLAMA_API_KEY": "${RAMALAMA_API_KEY}"}
+    quadlet = texts["tiny.container"].splitlines()
+    assert "PublishPort=8085:8085" in quadlet and "Secret=tiny-api-key,type=env,target=LLAMA_API_KEY" in quadlet
+
+
+@pytest.mark.parametrize("engine", ["podman", ""])
+def test_api_key_reaches_the_runtime_by_environment_only(cli, store, pulled, engine):
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    key = "k3y-never-in-argv"
+    flags = ["--engine", engine] if engine else ["--nocontainer"]
+    for how in ({"RAMALAMA_API_KEY": key}, {}):
+        argv = ["--api-key", key] if not how else []
+        r = cli(*flags, "--dryrun", "serve", *argv, pulled, env_extra=dict(how, RAMALAMA_GPU="none"))
+        assert r.code == 0, r
+        assert key not in r.out + r.err
+        if engine:
+            words = shlex.split(r.out)
+            assert words[words.index("--env") + 1] == "LLAMA_API_KEY"
+    info = cli("info", env_extra={"RAMALAMA_API_KEY": key})
+    assert key not in info.out and json.loads(info.out)["config"]["settings"]["api_key"] == "***"

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -287,3 +288,122 @@ def test_export_with_the_runtime_image_runs_where_no_registry_answers(store, mod
     r = subprocess.run(base + ["run", "--temp", "0", "--seed", "1", model, "hello there"], capture_output=True,
                        text=True, env=offline_env, timeout=300)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
+
+
+# -- real operations: where serve listens, API keys, stop signals (native and podman)
+
+def start_serving(store, model, engine_flags, env, *extra, port=None):
+    """`serve` in the foreground until it announces the endpoint; (process, port)."""
+    port = port or free_port()
+    proc = ramalama(store, *engine_flags, "serve", "--port", str(port), *extra, model, env=env)
+    seen = []
+    for line in proc.stderr:                   # e.g. "pinned <image> to <digest>" comes first
+        seen.append(line)
+        if line.startswith("Serving "):
+            return proc, port
+    raise AssertionError("serve ended without serving: " + "".join(seen))
+
+
+def http_status(port, headers=None):
+    req = urllib.request.Request("http://127.0.0.1:%d/v1/models" % port, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture(params=["native", "podman"])
+def engine(request, path_env, env):
+    """(flags, environment) for running natively or in podman."""
+    if request.param == "native":
+        return ["--nocontainer"], path_env
+    tag, penv = request.getfixturevalue("podman_image")
+    return ["--engine", "podman", "--image", tag], dict(env, **penv)
+
+
+def leftovers(store, run_env) -> list:
+    """Model servers still running: our llama-server processes and labelled containers."""
+    left = llama_processes(str(store))
+    if "CONTAINERS_CONF" in run_env:
+        names = subprocess.run(["podman", "ps", "-a", "--filter", "label=ai.ramalama", "--format", "{{.Names}}"],
+                               capture_output=True, text=True, env=run_env).stdout.split()
+        left += names
+    return left
+
+
+def test_serve_listens_on_loopback_unless_told(store, model, engine):
+    from netns import PeerHost
+    flags, run_env = engine
+    require("ip (iproute2)", have("ip"))
+    with PeerHost() as peer:
+        for extra, reachable in (((), False), (("--host", "0.0.0.0"), True)):
+            proc, port = start_serving(store, model, flags, run_env, *extra)
+            try:
+                assert http_status(port) == 200
+                assert peer.can_connect(port) == reachable, extra
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
+    assert leftovers(store, run_env) == []
+
+
+def test_api_key_is_required_and_never_shown(store, model, engine):
+    flags, run_env = engine
+    key = "s3cret-api-key-%d" % os.getpid()
+    keyed = dict(run_env, RAMALAMA_API_KEY=key)
+    proc, port = start_serving(store, model, flags, keyed)
+    try:
+        assert http_status(port) == 401
+        assert http_status(port, {"Authorization": "Bearer wrong"}) == 401
+        assert http_status(port, {"Authorization": "Bearer " + key}) == 200
+        cmdlines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert key not in cmdlines
+        shown = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + flags
+                               + ["ps", "--json"], capture_output=True, text=True, env=run_env)
+        assert key not in shown.stdout + shown.stderr
+        if "CONTAINERS_CONF" in run_env:
+            name = json.loads(shown.stdout)[0]["name"]
+            inspect = podman(run_env, "inspect", "--format", "{{json .Config.Cmd}} {{json .Args}}", name).stdout
+            assert "llama-server" in inspect and key not in inspect
+        # run and its chat send the key
+        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + flags
+                           + ["run", "--temp", "0", "--seed", "1", model, "hello there"],
+                           capture_output=True, text=True, env=keyed, timeout=300)
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr
+        assert key not in r.stdout + r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert key not in out + err
+    assert leftovers(store, run_env) == []
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_stop_signals_leave_nothing_running(store, model, engine, command):
+    """SIGTERM (systemd, kill, timeout), SIGHUP (a closed terminal) and SIGINT (Ctrl-C) while the
+    server runs: it is stopped, nothing is left, and the exit status is 128 + the signal."""
+    from conftest import record
+    flags, run_env = engine
+    bad = 0
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        if command == "serve":
+            proc, _port = start_serving(store, model, flags, run_env)
+        else:                                  # waits for a prompt on stdin while the server runs
+            proc = ramalama(store, *flags, "run", model, env=run_env, stdin=subprocess.PIPE)
+            deadline = time.time() + 120
+            while not leftovers(store, run_env) and time.time() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        left = leftovers(store, run_env)
+        ok = proc.returncode == 128 + sig and left == [] and "Traceback" not in err
+        bad += not ok
+        assert ok, (signal.Signals(sig).name, proc.returncode, left, err[-2000:])
+    record("stop signals x %s x %s" % (command, "podman" if len(flags) > 1 else "native"), 3, bad,
+           "0 containers and 0 processes left")

@@ -94,3 +94,31 @@ def test_killed_pull_refetches_little_more_than_what_was_missing(tmp_path, env):
     record("resume after SIGKILL at 50%", 1, int(ratio > 0.55), "rerun ratio %.3f" % ratio)
     assert blobs(store) == [hashlib.sha256(data).hexdigest()]
     assert ratio <= 0.55
+
+
+def test_pull_stopped_by_sigterm_or_sighup_resumes(tmp_path, env):
+    """What systemd or a closed terminal sends: the pull stops with 128 + signal, its saved
+    progress stays, and the rerun fetches only what is missing."""
+    data = payload(64 << 20, seed=6)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        store = tmp_path / signal.Signals(sig).name
+        with FileServer() as cdn:
+            cdn.add("/m.gguf", data)
+            cdn.rate = 10e6
+            cmd = ramalama_cmd(store, "pull", cdn.url + "/m.gguf")
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            while cdn.bytes_sent < len(data) // 2 and proc.poll() is None:
+                time.sleep(0.01)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 128 + sig and "Traceback" not in err, err
+            state = json.loads(next((store / "tmp").glob("*.json")).read_text())
+            saved = sum(p[2] for p in state["parts"])
+            at_stop = cdn.bytes_sent
+            cdn.rate = None
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            refetched = cdn.bytes_sent - at_stop
+        assert saved >= len(data) // 3
+        assert refetched <= len(data) - saved + (8 << 20)
+        assert blobs(store) == [hashlib.sha256(data).hexdigest()]
