@@ -154,6 +154,18 @@ def parse_digest(text: str) -> str:
     return hexpart
 
 
+# C0 controls, DEL and C1 controls, each shown as \xNN: a name, an annotation or an error body
+# that carries ESC or BEL cannot retitle or redraw a terminal, nor a newline forge a line
+_ESCAPES = {c: {0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r"}.get(c, "\\x%02x" % c)
+            for c in list(range(0x20)) + list(range(0x7f, 0xa0))}
+_ESCAPES_TEXT = {c: e for c, e in _ESCAPES.items() if c not in (0x09, 0x0a)}    # tabs and lines stay
+
+
+def tty_safe(text) -> str:
+    """One line for a terminal: every control character escaped, line breaks included."""
+    return str(text).translate(_ESCAPES)
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -3960,7 +3972,7 @@ class Progress:
         self.label, self.total, self.done, self.first, self.t0 = "", None, 0, 0, 0.0
 
     def start(self, label: str, total, done: int = 0) -> None:
-        self.label, self.total, self.done, self.first = label, total, done, done
+        self.label, self.total, self.done, self.first = tty_safe(label), total, done, done
         self.t0 = self.board.clock()
         if self.board.mode == "bar":
             with self.board.lock:
@@ -3998,13 +4010,37 @@ class Progress:
         return "%-28.28s %s %s/s" % (self.label, human_size(self.done), human_size(rate))
 
 
+class SafeStream:
+    """What commands write to: control characters are shown as escapes (line breaks and tabs
+    stay), so nothing a server, a file or a name carries can drive the terminal. Values that
+    must stay on one line also go through tty_safe(). Only the progress board writes its own
+    cursor movements, on the raw stream."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        return self.raw.write(text.translate(_ESCAPES_TEXT))
+
+    def __getattr__(self, name):             # flush, isatty, fileno, ...
+        return getattr(self.raw, name)
+
+
+def write_json(out, obj, **kw) -> None:
+    """JSON that a terminal shows as it is: json escapes C0 controls and non-ASCII; DEL too."""
+    import json
+    out.write(json.dumps(obj, indent=2, **kw).replace("\x7f", "\\u007f") + "\n")
+
+
 def fill_template(fmt: str, fields: dict) -> str:
-    """podman-style --format: {{.Name}} takes fields["name"] (any case); unknown keys are empty."""
+    """podman-style --format: {{.Name}} takes fields["name"] (any case); unknown keys are empty.
+    Values are one line each, whatever they hold."""
     import re
-    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: str(fields.get(m.group(1).lower(), "")), fmt)
+    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: tty_safe(fields.get(m.group(1).lower(), "")), fmt)
 
 
 def print_table(stream, headers: list, rows: list, noheading: bool = False) -> None:
+    rows = [[tty_safe(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = [] if noheading else [headers]
     for row in lines + rows:
@@ -4020,7 +4056,8 @@ class Context:
     session built on first use."""
 
     def __init__(self, args, env, config: Config, out, err, clock=time.time):
-        self.args, self.env, self.config, self.out, self.err, self.clock = args, env, config, out, err, clock
+        self.args, self.env, self.config, self.clock = args, env, config, clock
+        self.out, self.err, self.raw_err = SafeStream(out), SafeStream(err), err
         self.quiet = args.quiet
         self.debug = args.debug
         self._store = self._session = self._board = None
@@ -4058,7 +4095,7 @@ class Context:
         """A progress handle for one file; every file of this command shares one board."""
         if self._board is None:
             mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
-            self._board = ProgressBoard(self.err, mode)
+            self._board = ProgressBoard(self.raw_err, mode)      # labels are tty_safe; the bars move the cursor
         return self._board.progress()
 
     def resolve(self, text: str) -> Ref:
@@ -4068,14 +4105,18 @@ class Context:
 
     def log(self, msg: str) -> None:
         if self.debug:
-            self.err.write("debug: %s\n" % msg)
+            self.err.write("debug: %s\n" % tty_safe(msg))
 
     def info(self, msg: str) -> None:
         if not self.quiet:
-            self.err.write(msg + "\n")
+            self.err.write(tty_safe(msg) + "\n")
 
     def warn(self, msg: str) -> None:
-        self.err.write("Warning: %s\n" % msg)
+        self.err.write("Warning: %s\n" % tty_safe(msg))
+
+    def error(self, e: BaseException) -> None:
+        """An error of one of several items; main() prints the one that ends a command."""
+        self.err.write("Error: %s\n" % tty_safe(e))
 
 
 def cmd_pull(ctx) -> int:
@@ -4084,14 +4125,14 @@ def cmd_pull(ctx) -> int:
         try:
             ref = ctx.resolve(text)
             if ctx.args.dryrun:
-                ctx.out.write("would pull %s into %s\n" % (ref, ctx.store.folder(ref)))
+                ctx.out.write("would pull %s into %s\n" % (tty_safe(ref), tty_safe(ctx.store.folder(ref))))
                 continue
             model = pull_model(ctx, ref)
             ctx.info("Pulled %s (%s)" % (model.ref, human_size(model.size)))
         except RamalamaError as e:
             if len(ctx.args.MODEL) == 1:
                 raise
-            ctx.err.write("Error: %s\n" % e)
+            ctx.error(e)
             failed = failed or e
     return failed.exit_code if failed else 0
 
@@ -4107,10 +4148,8 @@ def cmd_list(ctx) -> int:
     models = _sorted(list(store.models()) if store.exists() else [], ctx.args.sort)
     if ctx.args.json:
         import json
-        json.dump([{"name": m.ref, "modified": _iso(m.meta.get("pulled", 0)), "size": m.size,
-                    "path": m.path, "damaged": m.meta.get("damaged", [])} for m in models],
-                  ctx.out, indent=2)
-        ctx.out.write("\n")
+        write_json(ctx.out, [{"name": m.ref, "modified": _iso(m.meta.get("pulled", 0)), "size": m.size,
+                              "path": m.path, "damaged": m.meta.get("damaged", [])} for m in models])
         return 0
     now = ctx.clock()
     if ctx.args.format:
@@ -4145,7 +4184,7 @@ def cmd_rm(ctx) -> int:
                 targets.append(store.get(ref))
             except NotFound as e:
                 if not args.ignore:
-                    ctx.err.write("Error: %s\n" % e)
+                    ctx.error(e)
                     failed = failed or e
         for model in {m.path: m for m in targets}.values():       # each folder once
             freed = store.remove(model)
@@ -4179,8 +4218,7 @@ def cmd_inspect(ctx) -> int:
                                 for n, d, t, o in info["tensors"]]
     if ctx.args.json:
         import json
-        json.dump(facts, ctx.out, indent=2, default=str)
-        ctx.out.write("\n")
+        write_json(ctx.out, facts, default=str)
         return 0
     _print_facts(ctx.out, facts)
     return 0
@@ -4209,12 +4247,12 @@ def _print_facts(out, facts: dict) -> None:
             value = "%d characters: %s" % (len(value), " ".join(value.split())[:60] + "...")
         elif key == "metadata_count":
             value = "%d keys" % value
-        out.write("%-17s %s\n" % (label + ":", value))
+        out.write("%-17s %s\n" % (label + ":", tty_safe(value)))
     for key, value in sorted(facts.get("metadata", {}).items()):
         text = repr(value) if not isinstance(value, str) else value
-        out.write("  %s = %s\n" % (key, text if len(text) < 200 else text[:200] + "..."))
+        out.write("  %s = %s\n" % (tty_safe(key), tty_safe(text if len(text) < 200 else text[:200] + "...")))
     for t in facts.get("tensors", []):
-        out.write("  tensor %s %s %s\n" % (t["name"], "x".join(map(str, t["shape"])), t["type"]))
+        out.write("  tensor %s %s %s\n" % (tty_safe(t["name"]), "x".join(map(str, t["shape"])), tty_safe(t["type"])))
 
 
 def cmd_info(ctx) -> int:
@@ -4240,8 +4278,7 @@ def cmd_info(ctx) -> int:
         "mirrors": ctx.config.get("mirrors") or {},
         "proxy": proxies_in_use(ctx.env),
     }
-    json.dump(info, ctx.out, indent=2, sort_keys=True)
-    ctx.out.write("\n")
+    write_json(ctx.out, info, sort_keys=True)
     return 0
 
 
@@ -4262,11 +4299,10 @@ def cmd_fsck(ctx) -> int:
         problems = store.fsck(ctx.args.repair, progress)
     if ctx.args.json:
         import json
-        json.dump({"problems": problems, "repaired": bool(ctx.args.repair and problems)}, ctx.out, indent=2)
-        ctx.out.write("\n")
+        write_json(ctx.out, {"problems": problems, "repaired": bool(ctx.args.repair and problems)})
     else:
         for line in problems:
-            ctx.out.write(line + "\n")
+            ctx.out.write(tty_safe(line) + "\n")
         ctx.info("%d problem%s found%s" % (len(problems), "" if len(problems) == 1 else "s",
                                           "; corrupt blobs quarantined, damaged models marked"
                                           if ctx.args.repair and problems else ""))
@@ -4300,7 +4336,7 @@ def cmd_push(ctx) -> int:
         raise UsageError("push needs an oci:// target, not %s" % (target,))
     source = ctx.resolve(args.SOURCE)
     if args.dryrun:
-        ctx.out.write("would push %s to %s as %s\n" % (source, target, args.type))
+        ctx.out.write("would push %s to %s as %s\n" % (tty_safe(source), tty_safe(target), args.type))
         return 0
     if source.transport in ("file", "http", "https") and (
             not store.exists() or store.load(store.folder(source)) is None):
@@ -4363,7 +4399,7 @@ def cmd_logout(ctx) -> int:
     removed = [p for p in paths if os.path.exists(p) and write_auth_entry(p, host, None)]
     if not removed:
         raise NotFound("not logged in to %s" % host)
-    ctx.out.write("Removed login credentials for %s\n" % host)
+    ctx.out.write("Removed login credentials for %s\n" % tty_safe(host))
     return 0
 
 
@@ -4422,7 +4458,7 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
                               labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
                               socket_dir=socket_dir, env_names=(key_var,) if key else ())
         if ctx.args.dryrun:
-            ctx.out.write(shlex.join(argv) + "\n")
+            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
         try:
             return start_container(engine, argv, name, endpoint, image, env, key)
@@ -4430,7 +4466,7 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
             ctx.warn("%s; running natively instead" % e)
     argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, model.path))
     if ctx.args.dryrun:
-        ctx.out.write(shlex.join(argv) + "\n")
+        ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
         return None
     log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
     return start_native(argv, endpoint, log_path, env, key)
@@ -4502,7 +4538,7 @@ def cmd_serve(ctx) -> int:
         raise
     url = "http://%s:%d/v1" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
     if server.name and args.detach:
-        ctx.out.write("%s\n" % server.name)
+        ctx.out.write("%s\n" % tty_safe(server.name))
         ctx.info("Serving %s at %s in container %s (image %s)" % (model.ref, url, server.name, server.image))
         return 0
     ctx.info("Serving %s at %s (OpenAI API%s)%s; Ctrl-C stops it"
@@ -4538,12 +4574,12 @@ def _generate(ctx, model: Model, host: str, port: int) -> int:
     for fname, text in files.items():
         path = os.path.join(outdir, fname)
         if ctx.args.dryrun:
-            ctx.out.write("# %s\n%s" % (path, text))
+            ctx.out.write("# %s\n%s" % (tty_safe(path), text))
             continue
         os.makedirs(outdir, exist_ok=True)
         with open(path, "w") as f:
             f.write(text)
-        ctx.out.write(path + "\n")
+        ctx.out.write(tty_safe(path) + "\n")
     return 0
 
 
@@ -4581,8 +4617,7 @@ def cmd_containers(ctx) -> int:
     import json
     rows = _our_containers(ctx)
     if ctx.args.json:
-        json.dump(rows, ctx.out, indent=2)
-        ctx.out.write("\n")
+        write_json(ctx.out, rows)
     elif ctx.args.format:
         for row in rows:                 # {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}}
             ctx.out.write(fill_template(ctx.args.format, dict(row, names=row["name"])) + "\n")
@@ -4607,7 +4642,7 @@ def cmd_stop(ctx) -> int:
         proc = subprocess.run([find_engine(ctx), "stop", name], capture_output=True, text=True, env=ctx.env)
         if proc.returncode != 0:
             raise EngineError("could not stop %s: %s" % (name, proc.stderr.strip()))
-        ctx.out.write(name + "\n")
+        ctx.out.write(tty_safe(name) + "\n")
     return 0
 
 
@@ -4661,7 +4696,7 @@ def cmd_import(ctx) -> int:
         model = store.publish_model(target, files, meta)
     ctx.info("Imported %s (%s)" % (model.ref, human_size(model.size)))
     _import_runtime_image(ctx, Layout(path))
-    ctx.out.write(model.ref + "\n")
+    ctx.out.write(tty_safe(model.ref) + "\n")
     return 0
 
 
@@ -5084,7 +5119,7 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
         if debug:
             import traceback
             traceback.print_exc(file=err)
-        err.write("Error: %s\n" % e)
+        err.write("Error: %s\n" % tty_safe(e))
         return e.exit_code
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -5094,7 +5129,7 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
             import traceback
             traceback.print_exc(file=err)
         where = (": " + e.filename) if getattr(e, "filename", None) else ""
-        err.write("Error: %s%s\n" % (e.strerror or e, where))
+        err.write("Error: %s%s\n" % (tty_safe(e.strerror or e), tty_safe(where)))
         return 1
     finally:
         for signum, handler in old_handlers.items():

@@ -30,6 +30,7 @@ Knobs are plain attributes and may be changed at any time:
     bad_range       bool         answer ranged requests with a Content-Range one byte off
     fault_match     str | None   fail_next, drop_after and stall_after apply only to paths containing it
     corrupt         bool         flip the first byte of every body served (bytes that fail their digest)
+    error_body      bytes | None the body of every error answer (default: the status number)
 
 Checks run in this order: fail_next, require_auth, 404, redirect, content.
 drop_after is consumed by the next GET that sends content (not by errors).
@@ -167,6 +168,7 @@ class FileServer:
         self.bad_range = False
         self.fault_match: str | None = None
         self.corrupt = False
+        self.error_body: bytes | None = None
         self.active = self.max_active = 0     # requests being answered now, and the most at once
 
     # -- lifecycle ---------------------------------------------------------
@@ -330,7 +332,7 @@ class FileServer:
                 pass
 
     def _simple(self, h: _Handler, status: int, head: bool, extra: dict | None = None) -> None:
-        body = b"" if status in (204, 304) else f"{status}\n".encode()
+        body = b"" if status in (204, 304) else (self.error_body or f"{status}\n".encode())
         h.send_response(status)
         h.send_header("Content-Type", "text/plain")
         h.send_header("Content-Length", str(len(body)))
