@@ -163,7 +163,8 @@ _ESCAPES_TEXT = {c: e for c, e in _ESCAPES.items() if c not in (0x09, 0x0a)}    
 
 def tty_safe(text) -> str:
     """One line for a terminal: every control character escaped, line breaks included."""
-    return str(text).translate(_ESCAPES)
+    text = str(text)
+    return text if text.isprintable() else text.translate(_ESCAPES)      # the check is C-fast
 
 
 def human_size(n: float) -> str:
@@ -4020,7 +4021,9 @@ class SafeStream:
         self.raw = raw
 
     def write(self, text: str) -> int:
-        return self.raw.write(text.translate(_ESCAPES_TEXT))
+        if not text.replace("\n", "").isprintable():
+            text = text.translate(_ESCAPES_TEXT)
+        return self.raw.write(text)
 
     def __getattr__(self, name):             # flush, isatty, fileno, ...
         return getattr(self.raw, name)
@@ -4043,8 +4046,7 @@ def print_table(stream, headers: list, rows: list, noheading: bool = False) -> N
     rows = [[tty_safe(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = [] if noheading else [headers]
-    for row in lines + rows:
-        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    stream.write("".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in lines + rows))
 
 
 # ---------------------------------------------------------------------------
