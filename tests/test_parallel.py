@@ -180,3 +180,17 @@ def test_parallel_pull_from_a_real_registry(cli, store, registry, tmp_path):
     ranges = [line for line in r.err.splitlines() if line.startswith("debug: GET ") and "/blobs/" in line]
     assert len(ranges) >= 4                     # the probe carries part 1; one request per other part
     assert blobs(store) == [ramalama.sha256_file(str(big))]
+
+
+def test_state_file_rewritten_in_place_stays_valid_json(tmp_path):
+    path = str(tmp_path / "k.json")
+    saved = ramalama._StateFile(path)
+    long_state = {"parts": [[i, i + 1, 0] for i in range(50)]}
+    saved.save(long_state)
+    saved.save({"parts": [[0, 1, 1]]})                 # shorter: padded, not truncated
+    assert json.loads(open(path).read()) == {"parts": [[0, 1, 1]]}
+    huge = {"parts": [[i, i + 1, 0] for i in range(1000)]}   # over a page: replaced by a rename
+    saved.save(huge)
+    saved.save({"parts": []})
+    saved.close()
+    assert json.loads(open(path).read()) == {"parts": []}
