@@ -4919,10 +4919,11 @@ COMMANDS = (
 
 EPILOG = """\
 examples:
+  ramalama pull ollama://smollm:135m
+  ramalama run ollama://smollm:135m
   ramalama pull file:///srv/models/granite.gguf
-  ramalama pull https://example.com/models/tiny.gguf
   ramalama list
-  ramalama inspect file:///srv/models/granite.gguf
+  ramalama inspect ollama://smollm:135m
   ramalama rm --all
 
 model names: ollama://[host/][ns/]model[:tag], hf://org/repo[:QUANT][@rev],
@@ -5054,12 +5055,12 @@ def build_parser():
 
 
 EXAMPLES = {
-    "pull": ["ramalama pull llama3.2:1b", "ramalama pull hf://org/repo-GGUF:Q8_0 oci://quay.io/me/m:1",
-             "ramalama pull --parallel 16 https://example.com/m.gguf"],
-    "push": ["ramalama push ollama://llama3.2:1b oci://registry.local/models/llama:1",
-             "ramalama push --type ramalama file:///srv/m.gguf oci://registry.local/images/m:1"],
+    "pull": ["ramalama pull smollm:135m", "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
+             "ramalama pull --parallel 16 oci://registry.example.com/models/smollm:135m"],
+    "push": ["ramalama push ollama://smollm:135m oci://registry.example.com/models/smollm:135m",
+             "ramalama push --type ramalama file:///srv/m.gguf oci://registry.example.com/images/m:1"],
     "run": ["ramalama run llama3.2:1b", "ramalama run llama3.2:1b 'summarise this' < notes.txt",
-            "ramalama --nocontainer run --ctx-size 8192 hf://org/repo-GGUF"],
+            "ramalama --nocontainer run --ctx-size 8192 hf://bartowski/SmolLM2-135M-Instruct-GGUF"],
     "serve": ["ramalama serve -d --port 8080 llama3.2:1b", "ramalama serve --generate kube:deploy/ llama3.2:1b"],
     "list": ["ramalama list --sort size", "ramalama list --json", "ramalama list --format '{{.Name}} {{.Size}}'"],
     "rm": ["ramalama rm llama3.2:1b", "ramalama rm --all"],
