@@ -4564,26 +4564,27 @@ def cmd_serve(ctx) -> int:
     server = launch(ctx, model, host=host, port=port)
     if server is None:
         return 0
+    url = "http://%s:%d/v1" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+    detached = False
+    # everything after the start is covered: a stop signal right after the announcement (whose
+    # reader may act on it at once) still stops the server
     try:
         server.wait_healthy()
-    except BaseException:
-        server.stop()
-        raise
-    url = "http://%s:%d/v1" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
-    if server.name and args.detach:
-        ctx.out.write("%s\n" % tty_safe(server.name))
-        ctx.info("Serving %s at %s in container %s (image %s)" % (model.ref, url, server.name, server.image))
-        return 0
-    ctx.info("Serving %s at %s (OpenAI API%s)%s; Ctrl-C stops it"
-             % (model.ref, url, ", API key required" if server.api_key else "",
-                " in container %s, image %s" % (server.name, server.image) if server.name else ""))
-    try:
+        if server.name and args.detach:
+            ctx.out.write("%s\n" % tty_safe(server.name))
+            ctx.info("Serving %s at %s in container %s (image %s)" % (model.ref, url, server.name, server.image))
+            detached = True
+            return 0
+        ctx.info("Serving %s at %s (OpenAI API%s)%s; Ctrl-C stops it"
+                 % (model.ref, url, ", API key required" if server.api_key else "",
+                    " in container %s, image %s" % (server.name, server.image) if server.name else ""))
         if server.proc is not None:
             return server.proc.wait()
         return subprocess.run([find_engine(ctx), "wait", server.name], stdout=subprocess.DEVNULL,
                               env=ctx.env).returncode
     finally:
-        server.stop()
+        if not detached:
+            server.stop()
 
 
 def _generate(ctx, model: Model, host: str, port: int) -> int:
