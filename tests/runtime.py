@@ -66,7 +66,8 @@ def build_llama_image(llama_server: str, tmp: Path, env: dict, tag: str) -> None
 
 FAKE_VLLM = r'''#!/usr/bin/env python3
 """A stand-in for `vllm serve MODEL --host H --port P --served-model-name NAME ...`: the OpenAI
-API shape vLLM serves (/health, /v1/models, streamed /v1/chat/completions)."""
+API shape vLLM serves (/health, /v1/models, streamed /v1/chat/completions; with VLLM_API_KEY
+set, chat requests without that bearer key get 401)."""
 import json, sys, http.server
 args = sys.argv[1:]
 assert args[0] == "serve", args
@@ -90,6 +91,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self._send(404, b"{}")
     def do_POST(self):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        key = os.environ.get("VLLM_API_KEY")       # as vLLM: /v1 routes then need the key
+        if key and self.headers.get("Authorization") != "Bearer " + key:
+            return self._send(401, b'{"error": "Unauthorized"}')
         assert req["model"] == name, req
         if os.environ.get("FAKE_VLLM_LOG"):
             with open(os.environ["FAKE_VLLM_LOG"], "a") as f:

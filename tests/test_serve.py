@@ -114,6 +114,18 @@ def test_vllm_runtime_against_its_api_shape(store, model, env, tmp_path):
     assert argv[argv.index("--max-model-len") + 1] == "2048"
 
 
+def test_vllm_gets_the_api_key_by_environment(store, model, env, tmp_path):
+    install_fake_vllm(tmp_path / "bin")
+    log = tmp_path / "vllm.log"
+    key = "vllm-k3y-%d" % os.getpid()
+    run_env = dict(env, PATH="%s:%s" % (tmp_path / "bin", env["PATH"]), FAKE_VLLM_LOG=str(log),
+                   RAMALAMA_API_KEY=key, VLLM_API_KEY="not-passed-on")
+    proc = ramalama(store, "--nocontainer", "--runtime", "vllm", "run", model, "tell me", env=run_env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "vllm says: tell me", err   # the fake checked the key
+    assert key not in log.read_text().splitlines()[0]                         # not in its argv
+
+
 # -- containers
 
 @pytest.fixture(scope="module")
