@@ -5056,7 +5056,7 @@ def build_parser():
 
 
 EXAMPLES = {
-    "pull": ["ramalama pull smollm:135m", "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
+    "pull": ["ramalama pull ollama://smollm:135m", "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
              "ramalama pull --parallel 16 oci://registry.example.com/models/smollm:135m"],
     "push": ["ramalama push ollama://smollm:135m oci://registry.example.com/models/smollm:135m",
              "ramalama push --type ramalama file:///srv/m.gguf oci://registry.example.com/images/m:1"],
