@@ -66,7 +66,6 @@ def _toml_loads(text: str) -> dict:
 # 2. constants
 # ---------------------------------------------------------------------------
 
-SYSTEM_CONFIG_DIRS = ("/usr/share/ramalama", "/etc/ramalama")
 DEFAULT_TRANSPORT = "ollama"
 OLLAMA_HOST = "registry.ollama.ai"
 DOCKER_HUB = "docker.io"
@@ -571,25 +570,69 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAU
 # 6. config
 # ---------------------------------------------------------------------------
 
-# Keys of [ramalama] we act on, with their types. Other keys (the anchor's ramalama.conf has
-# many) are kept and listed by `info` and --debug, never fatal.
+# Keys of [ramalama] we act on, with their kinds. ramalama 0.25 writes some numbers as strings
+# (port = "8080", temp = "0.8"), so numeric strings are numbers and booleans take its spellings;
+# ngl is a number of layers, or all / auto. Other keys (its ramalama.conf has many) are kept and
+# listed by `info` and --debug, never fatal.
 CONFIG_TYPES = {
     "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
-    "transport": str, "ngl": int, "ctx_size": int, "temp": float, "threads": int,
+    "transport": str, "ngl": "layers", "ctx_size": int, "temp": float, "threads": int,
     "port": int, "host": str, "pull": str, "ollama_registry": str, "api_key": str,
 }
-ENV_KEYS = (("RAMALAMA_STORE", "store"), ("RAMALAMA_TRANSPORTS", "transport"),
-            ("RAMALAMA_TRANSPORT", "transport"), ("RAMALAMA_IMAGE", "image"),
-            ("RAMALAMA_CONTAINER_ENGINE", "engine"), ("RAMALAMA_OLLAMA_REGISTRY", "ollama_registry"),
-            ("RAMALAMA_API_KEY", "api_key"))
 SECRET_KEYS = ("api_key",)       # config values shown masked
+TABLE_TYPES = {"download": {"connections": int, "timeout": float}}
+# read from [ramalama.runtimes.<runtime>] first (where ramalama 0.25 reads them), then [ramalama]
+RUNTIME_KEYS = {"ngl": "layers", "temp": float, "threads": int, "ctx_size": int}
+# RAMALAMA_<KEY> spellings that name another key
+ENV_ALIASES = {"in_container": "container", "container_engine": "engine", "transports": "transport"}
+TRUE_WORDS, FALSE_WORDS = ("on", "true", "1", "yes", "y"), ("off", "false", "0", "no", "n")
 
 
-def config_dirs(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> list:
-    """Directories searched for ramalama.conf and shortnames.conf, lowest priority first."""
+def runtime_table(runtime: str) -> str:
+    """[ramalama.runtimes.<this>] for a runtime name, as ramalama spells it: llama.cpp -> llama_cpp."""
+    return runtime.replace(".", "_").replace("-", "_")
+
+
+def coerce(value, kind):
+    """A config value read as `kind` the way ramalama 0.25 reads it; ValueError when it cannot
+    be (bools are never numbers)."""
+    import re
+    text = value.strip().lower() if isinstance(value, str) else None
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text in TRUE_WORDS or text in FALSE_WORDS:
+            return text in TRUE_WORDS
+    elif isinstance(value, bool):
+        pass
+    elif kind in (int, "layers"):
+        if kind == "layers" and text in ("all", "auto"):
+            return text
+        if isinstance(value, int) or (text is not None and re.fullmatch(r"[-+]?\d+", text)):
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if text is not None and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", text):
+            return float(text)
+    raise ValueError({str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                      "layers": "an integer, all or auto"}[kind])
+
+
+def config_dirs(env: dict, system_dirs=None) -> list:
+    """Directories searched for ramalama.conf and shortnames.conf, lowest priority first, in
+    ramalama 0.25's order: <prefix>/share/ramalama and <prefix>/local/share/ramalama (for /usr
+    and this Python's prefix), /etc/ramalama, $XDG_DATA_HOME/ramalama, $XDG_CONFIG_HOME/ramalama."""
+    if system_dirs is None:
+        prefixes = ["/usr"] + ([sys.prefix] if sys.prefix != "/usr" else [])
+        system_dirs = [os.path.join(p, sub, "ramalama") for p in prefixes for sub in ("share", "local/share")]
+        system_dirs.append("/etc/ramalama")
     home = env.get("HOME") or os.path.expanduser("~")
+    data = env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
     user = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    return list(system_dirs) + [os.path.join(user, "ramalama")]
+    return list(system_dirs) + [os.path.join(data, "ramalama"), os.path.join(user, "ramalama")]
 
 
 def config_files(dirs: list, stem: str) -> list:
@@ -597,7 +640,7 @@ def config_files(dirs: list, stem: str) -> list:
     found = []
     for d in dirs:
         main_file = os.path.join(d, stem + ".conf")
-        if os.path.isfile(main_file):
+        if os.path.isfile(main_file) and main_file not in found:
             found.append(main_file)
         drop = main_file + ".d"
         if os.path.isdir(drop):
@@ -605,33 +648,104 @@ def config_files(dirs: list, stem: str) -> list:
     return found
 
 
-def read_toml(path: str) -> dict:
+def read_toml(path: str, warnings: list = None) -> dict:
+    """A TOML file. One that strict TOML refuses only because it declares a table twice (as
+    ramalama's own packaged ramalama.conf does) is read as ramalama reads it, the tables merged;
+    the fact is added to `warnings`. Anything else broken is one ConfigError naming the file."""
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")
-        return _toml_loads(text)
     except UnicodeDecodeError:
         raise ConfigError("%s: not UTF-8 text" % path)
     except OSError as e:
         raise ConfigError("%s: %s" % (path, e.strerror or e))
+    try:
+        return _toml_loads(text)
     except ValueError as e:   # TOMLDecodeError is a ValueError: "Invalid value (at line 2, column 7)"
-        raise ConfigError("%s: %s" % (path, e))
+        try:
+            data = _toml_by_table(text)
+        except ValueError:
+            raise ConfigError("%s: %s" % (path, e))
+        if warnings is not None:
+            warnings.append("%s: not strict TOML (%s); read with its tables merged, as ramalama does" % (path, e))
+        return data
+
+
+def _toml_by_table(text: str) -> dict:
+    """Each [table]'s lines parsed on their own and merged into one document: a table declared
+    twice gets the keys of both, later ones winning."""
+    import re
+    header = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    sections, name, lines = [], None, []
+    for line in text.splitlines():
+        m = header.match(line)
+        if m:
+            sections.append((name, lines))
+            name, lines = m.group(1), []
+        else:
+            lines.append(line)
+    sections.append((name, lines))
+    data = {}
+    for name, body in sections:
+        table = data
+        for key in (name.split(".") if name else []):
+            table = table.setdefault(key.strip().strip("\"'"), {})
+            if not isinstance(table, dict):
+                raise ValueError("%s is not a table" % name)
+        table.update(merge(table, _toml_loads("\n".join(body))))
+    return data
 
 
 def check_config(section: dict, origin: str) -> dict:
-    """Type-check the keys we know; ints are accepted for floats, nothing else is coerced."""
-    for key, want in CONFIG_TYPES.items():
-        if key not in section:
-            continue
-        value = section[key]
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            section[key], ok = float(value), True
-        if not ok:
-            raise ConfigError("%s: [ramalama] %s must be %s, not %r"
-                              % (origin, key, {str: "a string", int: "an integer", float: "a number",
-                                               bool: "true or false"}[want], value))
+    """Read the values of the keys we know as their kinds (see coerce); a value that cannot be
+    read is one ConfigError naming the file and the key."""
+    def checked(table: dict, types: dict, where: str) -> None:
+        for key, kind in types.items():
+            if key in table:
+                try:
+                    table[key] = coerce(table[key], kind)
+                except ValueError as e:
+                    raise ConfigError("%s: %s %s must be %s, not %r" % (origin, where, key, e, table[key]))
+    checked(section, CONFIG_TYPES, "[ramalama]")
+    for name, types in TABLE_TYPES.items():
+        if isinstance(section.get(name), dict):
+            checked(section[name], types, "[ramalama.%s]" % name)
+    for name, table in (section.get("runtimes") or {}).items():
+        if isinstance(table, dict):
+            checked(table, RUNTIME_KEYS, "[ramalama.runtimes.%s]" % name)
     return section
+
+
+def env_config(env: dict) -> dict:
+    """The [ramalama] layer that RAMALAMA_<KEY> and RAMALAMA_<TABLE>__<KEY> variables make, as
+    ramalama 0.25 defines them (RAMALAMA_PORT, RAMALAMA_RUNTIMES__LLAMA_CPP__NGL, ...). Only keys
+    we know are taken; a value that cannot be read is one ConfigError naming the variable."""
+    layer = {}
+    for var, value in env.items():
+        if not var.startswith("RAMALAMA_") or not value:
+            continue
+        path = [p.lower() for p in var[len("RAMALAMA_"):].split("__")]
+        if len(path) == 1 and path[0] in ENV_ALIASES:
+            if "RAMALAMA_" + ENV_ALIASES[path[0]].upper() in env:
+                continue                         # the key's own variable wins over an alias
+            path = [ENV_ALIASES[path[0]]]
+        if len(path) == 1:
+            kind = CONFIG_TYPES.get(path[0])
+        elif len(path) == 2:
+            kind = TABLE_TYPES.get(path[0], {}).get(path[1])
+        else:
+            kind = RUNTIME_KEYS.get(path[2]) if len(path) == 3 and path[0] == "runtimes" else None
+        if kind is None:
+            continue
+        try:
+            value = coerce(value, kind)
+        except ValueError as e:
+            raise ConfigError("environment variable %s must be %s, not %r" % (var, e, value))
+        table = layer
+        for key in path[:-1]:
+            table = table.setdefault(key, {})
+        table[path[-1]] = value
+    return layer
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -645,13 +759,21 @@ def merge(base: dict, over: dict) -> dict:
 class Config:
     """The merged [ramalama] settings, where they came from, and the shortnames."""
 
-    def __init__(self, settings: dict, files: list, dirs: list):
+    def __init__(self, settings: dict, files: list, dirs: list, warnings: list = None):
         self.settings = settings
         self.files = files
         self.dirs = dirs
+        self.warnings = warnings or []
         self._shortnames = None
 
     def get(self, key, default=None):
+        return self.settings.get(key, default)
+
+    def runtime_get(self, runtime: str, key: str, default=None):
+        """A runtime setting: [ramalama.runtimes.<runtime>] first, then [ramalama]."""
+        table = (self.settings.get("runtimes") or {}).get(runtime_table(runtime))
+        if isinstance(table, dict) and table.get(key) is not None:
+            return table[key]
         return self.settings.get(key, default)
 
     def unknown_keys(self) -> list:
@@ -663,7 +785,7 @@ class Config:
         if self._shortnames is None:
             names = {}
             for path in config_files(self.dirs, "shortnames"):
-                table = read_toml(path).get("shortnames", {})
+                table = read_toml(path, self.warnings).get("shortnames", {})
                 if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                     raise ConfigError("%s: [shortnames] must map names to model strings" % path)
                 names.update(table)
@@ -671,9 +793,9 @@ class Config:
         return self._shortnames
 
 
-def load_config(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> Config:
-    """defaults < /usr/share < /etc < $XDG_CONFIG_HOME (each: .conf then .conf.d) < env.
-    RAMALAMA_CONFIG names the only config file to read."""
+def load_config(env: dict, system_dirs=None) -> Config:
+    """defaults < <prefix>/share < /etc < $XDG_DATA_HOME < $XDG_CONFIG_HOME (each: .conf then
+    .conf.d) < env. RAMALAMA_CONFIG names the only config file to read."""
     dirs = config_dirs(env, system_dirs)
     only = env.get("RAMALAMA_CONFIG")
     if only:
@@ -682,16 +804,13 @@ def load_config(env: dict, system_dirs=SYSTEM_CONFIG_DIRS) -> Config:
         files = [only]
     else:
         files = config_files(dirs, "ramalama")
-    settings = {}
+    settings, warnings = {}, []
     for path in files:
-        table = read_toml(path).get("ramalama", {})
+        table = read_toml(path, warnings).get("ramalama", {})
         if not isinstance(table, dict):
             raise ConfigError("%s: [ramalama] must be a table" % path)
         settings = merge(settings, check_config(table, path))
-    for var, key in ENV_KEYS:
-        if env.get(var):
-            settings[key] = env[var]
-    return Config(settings, files, dirs)
+    return Config(merge(settings, env_config(env)), files, dirs, warnings)
 
 
 def default_store(env: dict) -> str:
@@ -3490,10 +3609,39 @@ def api_key_env(runtime: str) -> str:
     return "VLLM_API_KEY" if runtime == "vllm" else "LLAMA_API_KEY"
 
 
-def gpu_devices(engine: str, gpu: str) -> list:
-    """Engine flags that give a container the GPU."""
+# Variables that choose GPUs (ramalama 0.25's list): the first one set picks the GPU kind, and
+# every one set reaches the container
+GPU_SELECT_VARS = (("CUDA_VISIBLE_DEVICES", "nvidia"), ("HIP_VISIBLE_DEVICES", "amd"),
+                   ("HSA_VISIBLE_DEVICES", "amd"), ("INTEL_VISIBLE_DEVICES", "intel"))
+ACCEL_VARS = ("ASAHI_VISIBLE_DEVICES", "ASCEND_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES",
+              "HIP_VISIBLE_DEVICES", "INTEL_VISIBLE_DEVICES", "MUSA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
+              "HSA_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION", "MTHREADS_VISIBLE_DEVICES")
+
+
+def accel_env(env: dict) -> dict:
+    """The GPU selection variables set, as the container should see them: NVIDIA GPUs narrowed by
+    CUDA_VISIBLE_DEVICES are passed in alone and numbered from zero there."""
+    found = {k: env[k] for k in ACCEL_VARS if env.get(k)}
+    ids = _cuda_ids(found.get("CUDA_VISIBLE_DEVICES"))
+    if ids:
+        found["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(ids)))
+    return found
+
+
+def _cuda_ids(value) -> list:
+    """['0', '2'] for CUDA_VISIBLE_DEVICES=0,2; [] for anything else (all GPUs, UUIDs)."""
+    ids = [v.strip() for v in (value or "").split(",") if v.strip()]
+    return ids if ids and all(v.isdigit() for v in ids) else []
+
+
+def gpu_devices(engine: str, gpu: str, env: dict = None) -> list:
+    """Engine flags that give a container the GPU (only the NVIDIA GPUs CUDA_VISIBLE_DEVICES
+    names, when it names some)."""
     if gpu == "nvidia":
-        return ["--gpus", "all"] if engine == "docker" else ["--device", "nvidia.com/gpu=all"]
+        ids = _cuda_ids((env or {}).get("CUDA_VISIBLE_DEVICES"))
+        if engine == "docker":
+            return ["--gpus", "device=" + ",".join(ids) if ids else "all"]
+        return [a for i in ids or ["all"] for a in ("--device", "nvidia.com/gpu=" + i)]
     if gpu == "amd":
         return ["--device", "/dev/kfd", "--device", "/dev/dri"]
     if gpu == "intel":
@@ -3503,14 +3651,18 @@ def gpu_devices(engine: str, gpu: str) -> list:
 
 def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: list, *, name: str,
                    labels: dict, gpu: str, devices: list, publish: str = None, socket_dir: str = None,
-                   detach: bool = True, env_names: tuple = ()) -> list:
+                   detach: bool = True, env_names: tuple = (), accel: dict = None, host_env: dict = None) -> list:
     """`podman|docker run` for a model server: read-only model mounts, every capability dropped,
     no new privileges, an init process, our labels; either a published port or no network at
     all and a unix socket in a mounted directory. `env_names` pass variables by name only:
-    their values (an API key) come from the engine's environment, never from argv."""
+    their values (an API key) come from the engine's environment, never from argv; `accel`
+    holds the GPU selection variables the container gets (see accel_env)."""
+    accel = accel or {}
     argv = [exe, "run", "--rm"] + (["-d"] if detach else []) + ["--name", name]
     for var in env_names:
         argv += ["--env", var]
+    for var, value in sorted(accel.items()):
+        argv += ["--env", "%s=%s" % (var, value)]
     for key, value in sorted(labels.items()):
         argv += ["--label", "%s=%s" % (key, value)]
     argv += ["--cap-drop=all", "--security-opt=no-new-privileges", "--init"]
@@ -3520,19 +3672,23 @@ def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: l
         argv += ["--network=none", "--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR)]
     for src, dst in mounts:
         argv.append("--mount=type=bind,src=%s,destination=%s,ro=true" % (src, dst))
-    argv += gpu_devices(engine, gpu)
+    argv += gpu_devices(engine, gpu, host_env)
     for dev in devices:
         argv += ["--device", dev]
     return argv + [image] + runtime_argv(o)
 
 
 def detect_gpu(env: dict, exists=os.path.exists, which=None, vendors=None) -> str:
-    """nvidia, amd, intel or none, from RAMALAMA_GPU, device nodes and tools present."""
+    """nvidia, amd, intel or none, from RAMALAMA_GPU, a GPU selection variable that is set
+    (CUDA_VISIBLE_DEVICES, HIP_VISIBLE_DEVICES, ...), device nodes and tools present."""
     import glob
     import shutil
     forced = env.get("RAMALAMA_GPU", "").lower()
     if forced in ("nvidia", "amd", "intel", "none"):
         return forced
+    for var, kind in GPU_SELECT_VARS:
+        if env.get(var):
+            return kind
     which = which or (lambda tool: shutil.which(tool, path=env.get("PATH")))
     if exists("/dev/nvidia0") or which("nvidia-smi"):
         return "nvidia"
@@ -3839,18 +3995,29 @@ def _model_paths(model: Model) -> dict:
 def serve_options(ctx, model: Model, runtime: str, host: str, port: int, gpu: str, root: str) -> ServeOptions:
     """Options for the runtime, with file paths below `root` (the model folder natively,
     /mnt/models in a container). vLLM is given the folder when the model is not a GGUF."""
-    args, cfg = ctx.args, ctx.config
+    args = ctx.args
     paths = _model_paths(model)
     under = {k: (root + "/" + v if v else None) for k, v in paths.items()}
     if runtime == "vllm" and not paths["model"].endswith(".gguf"):
         under["model"] = root
-    ngl = args.ngl if args.ngl is not None else cfg.get("ngl", -1)
-    if ngl < 0:
-        ngl = 999 if gpu != "none" else 0
+
+    def setting(key):
+        """The flag, else [ramalama.runtimes.<runtime>], else [ramalama]."""
+        value = getattr(args, key, None)
+        return value if value is not None else ctx.config.runtime_get(runtime, key)
     return ServeOptions(runtime, under["model"], under["mmproj"], under["template"], model.ref, host, port,
-                        args.ctx_size or cfg.get("ctx_size"), ngl, args.threads or cfg.get("threads"),
-                        args.temp if args.temp is not None else cfg.get("temp"), args.seed,
-                        args.runtime_args)
+                        setting("ctx_size") or None, gpu_layers(setting("ngl"), gpu), setting("threads"),
+                        setting("temp"), args.seed, args.runtime_args)
+
+
+def gpu_layers(ngl, gpu: str) -> int:
+    """Layers to offload: a number as given; all; auto (the default, as -1): all when a GPU
+    was found, none otherwise."""
+    if ngl == "all":
+        return 999
+    if ngl in (None, "auto") or ngl < 0:
+        return 999 if gpu != "none" else 0
+    return ngl
 
 
 def model_mounts(model: Model) -> list:
@@ -4489,7 +4656,8 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         publish = None if sock else ("%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port))
         argv = container_argv(engine_kind(engine), engine, image, opts, model_mounts(model), name=name,
                               labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
-                              socket_dir=socket_dir, env_names=(key_var,) if key else ())
+                              socket_dir=socket_dir, env_names=(key_var,) if key else (),
+                              accel=accel_env(ctx.env), host_env=ctx.env)
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
@@ -4855,6 +5023,14 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError("expected true or false, not %r" % text)
 
 
+def _layers(text: str):
+    try:
+        return coerce(text, "layers")
+    except ValueError as e:
+        import argparse
+        raise argparse.ArgumentTypeError("expected %s, not %r" % (e, text))
+
+
 def _add_registry_flags(p) -> None:
     p.add_argument("--authfile", metavar="PATH", help="registry credentials file (default: "
                    "$REGISTRY_AUTH_FILE, then the podman and docker files)")
@@ -4866,8 +5042,8 @@ def _add_registry_flags(p) -> None:
 def _add_runtime_flags(p) -> None:
     p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
     p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
-    p.add_argument("--ngl", type=int, metavar="N",
-                   help="layers to offload to the GPU (config ngl; default -1: all when a GPU is found, else 0)")
+    p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
+                   help="layers to offload to the GPU (config ngl; default auto: all when a GPU is found, else 0)")
     p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
     p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
     p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
@@ -5141,7 +5317,9 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
             err.write("Error: no command given (see 'ramalama --help')\n")
             return 2
         ctx = Context(args, env, load_config(env), out, err)
-        if debug and ctx.config.unknown_keys():
+        for warning in ctx.config.warnings:
+            ctx.log(warning)
+        if ctx.config.unknown_keys():
             ctx.log("config keys not used by this version: " + ", ".join(ctx.config.unknown_keys()))
         return args.handler(ctx)
     except SystemExit as e:                   # --help

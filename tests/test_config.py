@@ -62,9 +62,12 @@ def test_unknown_keys_and_tables_are_kept_not_fatal(dirs):
 
 @pytest.mark.parametrize("text, fragment", [
     ("[ramalama]\nngl = \n", "Invalid value (at line 2, column 7)"),
-    ("[ramalama]\nngl = 'many'\n", "[ramalama] ngl must be an integer, not 'many'"),
-    ("[ramalama]\ncontainer = 'yes'\n", "[ramalama] container must be true or false"),
-    ("[ramalama]\nngl = true\n", "[ramalama] ngl must be an integer, not True"),
+    ("[ramalama]\nngl = 'many'\n", "[ramalama] ngl must be an integer, all or auto, not 'many'"),
+    ("[ramalama]\ncontainer = 'maybe'\n", "[ramalama] container must be true or false"),
+    ("[ramalama]\nngl = true\n", "[ramalama] ngl must be an integer, all or auto, not True"),
+    ("[ramalama]\nport = '80a'\n", "[ramalama] port must be an integer, not '80a'"),
+    ("[ramalama.runtimes.llama_cpp]\ntemp = 'hot'\n", "[ramalama.runtimes.llama_cpp] temp must be a number"),
+    ("[ramalama]\nngl = 1\n[ramalama]\nngl = \n", "Cannot declare ('ramalama',) twice"),   # and broken
     ("ramalama = 3\n", "[ramalama] must be a table"),
 ])
 def test_bad_config_names_file_and_problem(dirs, text, fragment):

@@ -1,0 +1,123 @@
+"""Drop-in on a host that already runs ramalama 0.25 (from PyPI, in its own venv): its packaged
+ramalama.conf (not strict TOML: it declares [ramalama.user] twice) and shortnames.conf in
+/usr/share/ramalama, a user config written the way its docs show, its environment variables
+and GPU selection variables. The packaged files are read from the installed package."""
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, require, run
+
+sys.path.insert(0, str(ROOT / "bench"))
+from anchor import anchor_command  # noqa: E402
+
+from test_launch import DIGEST, pin  # noqa: E402
+
+SYSTEM = Path("/usr/share/ramalama")
+
+
+@pytest.fixture(scope="session")
+def anchor():
+    """[python, ramalama] of ramalama 0.25 and its share/ramalama directory."""
+    cmd = require("ramalama 0.25 from PyPI (bench/anchor.py installs it)", anchor_command())
+    share = Path(cmd[0]).parent.parent / "share" / "ramalama"
+    assert (share / "ramalama.conf").exists() and (share / "shortnames.conf").exists()
+    return cmd, share
+
+
+@pytest.fixture
+def packaged_system_config(anchor):
+    """ramalama's packaged ramalama.conf and shortnames.conf in /usr/share/ramalama, as its RPM
+    puts them; whatever was there before is put back afterwards."""
+    _cmd, share = anchor
+    saved = None
+    if SYSTEM.exists():
+        saved = SYSTEM.with_name("ramalama.test-saved")
+        SYSTEM.rename(saved)
+    SYSTEM.mkdir(parents=True)
+    try:
+        for name in ("ramalama.conf", "shortnames.conf"):
+            shutil.copy(share / name, SYSTEM / name)
+        yield SYSTEM
+    finally:
+        shutil.rmtree(SYSTEM, ignore_errors=True)
+        if saved:
+            saved.rename(SYSTEM)
+
+
+USER_CONF = """\
+[ramalama]
+port = "8085"
+ctx_size = 4096
+container = "false"
+
+[ramalama.runtimes.llama_cpp]
+ngl = 20
+threads = 3
+temp = "0.5"
+"""
+
+
+def dryrun_argv(r):
+    assert r.code == 0, r
+    return shlex.split(r.out.strip().splitlines()[-1])
+
+
+def flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_ramalamas_own_config_files_work_and_take_effect(cli, env, tmp_path, model_file, packaged_system_config):
+    user = Path(env["XDG_CONFIG_HOME"]) / "ramalama" / "ramalama.conf"
+    user.parent.mkdir(parents=True)
+    user.write_text(USER_CONF)
+    ref = "file://%s" % model_file
+    for argv in (["version"], ["info"], ["list"], ["pull", ref], ["list", "--json"], ["inspect", ref]):
+        assert cli(*argv).code == 0, (argv, cli(*argv))
+    argv = dryrun_argv(cli("--dryrun", "serve", ref))
+    assert argv[0] == "llama-server"                        # container = "false" took effect
+    assert (flag(argv, "--port"), flag(argv, "--ctx-size"), flag(argv, "--n-gpu-layers"),
+            flag(argv, "--threads"), flag(argv, "--temp")) == ("8085", "4096", "20", "3", "0.5")
+    debug = cli("--debug", "version")
+    assert "ramalama.conf: not strict TOML" in debug.err and "read with its tables merged" in debug.err
+    assert "not strict TOML" not in cli("version").err       # only under --debug
+    assert cli("rm", "--all").code == 0
+
+
+def test_environment_variables_as_ramalama_defines_them(cli, env, model_file, store):
+    ref = "file://%s" % model_file
+    assert cli("pull", ref).code == 0
+    argv = dryrun_argv(cli("--dryrun", "serve", ref, env_extra={
+        "RAMALAMA_IN_CONTAINER": "false", "RAMALAMA_PORT": "9001", "RAMALAMA_CTX_SIZE": "2048",
+        "RAMALAMA_RUNTIMES__LLAMA_CPP__NGL": "7", "RAMALAMA_RUNTIMES__LLAMA_CPP__TEMP": "0.25"}))
+    assert (argv[0], flag(argv, "--port"), flag(argv, "--ctx-size"), flag(argv, "--n-gpu-layers"),
+            flag(argv, "--temp")) == ("llama-server", "9001", "2048", "7", "0.25")
+    # a flag still beats them; ngl takes ramalama's all / auto
+    argv = dryrun_argv(cli("--dryrun", "--nocontainer", "serve", "--ngl", "all", "--port", "9002", ref,
+                           env_extra={"RAMALAMA_PORT": "9001"}))
+    assert (flag(argv, "--port"), flag(argv, "--n-gpu-layers")) == ("9002", "999")
+    r = cli("version", env_extra={"RAMALAMA_PORT": "eighty"})
+    assert r.code == 2 and r.err.strip() == (
+        "Error: environment variable RAMALAMA_PORT must be an integer, not 'eighty'")
+
+
+def test_gpu_selection_variables_pick_the_image_and_reach_the_container(cli, store, model_file):
+    ref = "file://%s" % model_file
+    assert cli("pull", ref).code == 0
+    pin(store, "quay.io/ramalama/cuda:latest")
+    pin(store, "quay.io/ramalama/rocm:latest")
+    argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "serve", ref,
+                           env_extra={"CUDA_VISIBLE_DEVICES": "2,3", "RAMALAMA_GPU": ""}))
+    assert "quay.io/ramalama/cuda@" + DIGEST in argv
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--device"] == ["nvidia.com/gpu=2", "nvidia.com/gpu=3"]
+    assert "CUDA_VISIBLE_DEVICES=0,1" in argv                # numbered from zero inside
+    argv = dryrun_argv(cli("--engine", "docker", "--dryrun", "serve", ref, env_extra={"CUDA_VISIBLE_DEVICES": "1"}))
+    assert flag(argv, "--gpus") == "device=1"
+    argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "serve", ref,
+                           env_extra={"HIP_VISIBLE_DEVICES": "0", "HSA_OVERRIDE_GFX_VERSION": "10.3.0"}))
+    assert "quay.io/ramalama/rocm@" + DIGEST in argv
+    assert "HIP_VISIBLE_DEVICES=0" in argv and "HSA_OVERRIDE_GFX_VERSION=10.3.0" in argv
