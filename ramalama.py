@@ -523,9 +523,10 @@ _SCHEMES = {"ollama": "ollama", "hf": "huggingface", "huggingface": "huggingface
             "docker": "oci", "file": "file", "http": "http", "https": "https"}
 
 
-def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAULT_TRANSPORT) -> Ref:
-    """Turn what a user typed into a Ref. Bare names go through shortnames, then the default
-    transport; paths starting with /, ./, ../ or ~ are local files."""
+def parse_ref(text: str, shortnames: dict = None, default_transport: str = None) -> Ref:
+    """Turn what a user typed into a Ref. Bare names go through shortnames, then the configured
+    transport; with none configured, org/name is a Hugging Face repository (as in ramalama) and
+    a plain name an Ollama one. Paths starting with /, ./, ../ or ~ are local files."""
     text = (text or "").strip()
     if not text or "\0" in text:
         raise UsageError("empty or invalid model name")
@@ -544,6 +545,9 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAU
     scheme, sep, rest = text.partition("://")
     if sep:
         transport = _SCHEMES.get(scheme.lower())
+        if scheme.lower() == "openai":
+            raise UsageError("%r is a model OpenAI serves through its API: there is nothing to pull or run "
+                             "here" % text)
         if transport is None:
             raise UsageError("unknown transport %r in %r; use one of: %s"
                              % (scheme + "://", text, ", ".join(k + "://" for k in _SCHEMES)))
@@ -560,10 +564,11 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = DEFAU
         return _parse_file(text, text)
     if shortnames and text in shortnames:
         return parse_ref(shortnames[text], None, default_transport)
-    if default_transport not in _SCHEMES:
+    transport = default_transport or ("huggingface" if "/" in text else DEFAULT_TRANSPORT)
+    if transport not in _SCHEMES:
         raise ConfigError("unknown default transport %r; use one of: %s"
-                          % (default_transport, ", ".join(sorted(set(_SCHEMES.values())))))
-    return parse_ref(default_transport + "://" + text, None, default_transport)
+                          % (transport, ", ".join(sorted(set(_SCHEMES.values())))))
+    return parse_ref(transport + "://" + text, None, default_transport)
 
 
 # ---------------------------------------------------------------------------
@@ -756,6 +761,199 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+# ramalama 0.25's packaged shortnames.conf, so that a bare name means what it means to ramalama;
+# shortnames.conf files in the config directories win over it. "name target" per line.
+BUILTIN_SHORTNAMES = """\
+cerebrum hf://bartowski/Cerebrum-1.0-7b-GGUF
+codellama hf://TheBloke/CodeLlama-7B-Instruct-GGUF
+codellama:7b hf://TheBloke/CodeLlama-7B-Instruct-GGUF
+codellama:13b hf://TheBloke/CodeLlama-13B-Instruct-GGUF
+codellama:34b hf://TheBloke/CodeLlama-34B-Instruct-GGUF
+deepseek hf://bartowski/DeepSeek-R1-Distill-Qwen-7B-GGUF
+deepseek-coder hf://TheBloke/deepseek-coder-6.7b-instruct-GGUF
+deepseek-coder:6.7b hf://TheBloke/deepseek-coder-6.7b-instruct-GGUF
+deepseek-coder:33b hf://TheBloke/deepseek-coder-33b-instruct-GGUF
+deepseek-r1 hf://bartowski/DeepSeek-R1-GGUF
+deepseek-v3 hf://unsloth/DeepSeek-V3-GGUF
+devstral hf://bartowski/mistralai_Devstral-Small-2-24B-Instruct-2512-GGUF
+devstral:24b hf://bartowski/mistralai_Devstral-Small-2-24B-Instruct-2512-GGUF
+devstral:123b hf://bartowski/mistralai_Devstral-2-123B-Instruct-2512-GGUF
+dragon hf://llmware/dragon-mistral-7b-v0
+embeddinggemma hf://ggml-org/embeddinggemma-300M-GGUF
+falcon3 hf://tiiuae/Falcon3-10B-Instruct-GGUF
+falcon3:10b hf://tiiuae/Falcon3-10B-Instruct-GGUF
+falcon3-moe:2x7b hf://mradermacher/Falcon3-MoE-2x7B-Insruct-GGUF
+flan-t5-large hf://Felladrin/gguf-flan-t5-large
+gemma-4 hf://bartowski/google_gemma-4-E4B-it-GGUF
+gemma-4:e2b hf://bartowski/google_gemma-4-E2B-it-GGUF
+gemma-4:e4b hf://bartowski/google_gemma-4-E4B-it-GGUF
+gemma-4:26b hf://bartowski/google_gemma-4-26B-A4B-it-GGUF
+gemma-4:31b hf://lmstudio-community/gemma-4-31B-it-GGUF
+gemma2 hf://bartowski/gemma-2-9b-it-GGUF
+gemma2:2b hf://bartowski/gemma-2-2b-it-GGUF
+gemma2:9b hf://bartowski/gemma-2-9b-it-GGUF
+gemma3 hf://ggml-org/gemma-3-4b-it-GGUF
+gemma3:1b hf://ggml-org/gemma-3-1b-it-GGUF
+gemma3:4b hf://ggml-org/gemma-3-4b-it-GGUF
+gemma3:12b hf://ggml-org/gemma-3-12b-it-GGUF
+gemma3:27b hf://ggml-org/gemma-3-27b-it-GGUF
+gemma3n hf://ggml-org/gemma-3n-E4B-it-GGUF
+gemma3n:e2b hf://ggml-org/gemma-3n-E2B-it-GGUF
+gemma3n:e2b-it-f16 hf://ggml-org/gemma-3n-E2B-it-GGUF:F16
+gemma3n:e2b-it-q8_0 hf://ggml-org/gemma-3n-E2B-it-GGUF:Q8_0
+gemma3n:e4b hf://ggml-org/gemma-3n-E4B-it-GGUF
+gemma3n:e4b-it-f16 hf://ggml-org/gemma-3n-E4B-it-GGUF:F16
+gemma3n:e4b-it-q8_0 hf://ggml-org/gemma-3n-E4B-it-GGUF:Q8_0
+gemma4 hf://bartowski/google_gemma-4-E4B-it-GGUF
+gemma4:e2b hf://bartowski/google_gemma-4-E2B-it-GGUF
+gemma4:e4b hf://bartowski/google_gemma-4-E4B-it-GGUF
+gemma4:26b hf://bartowski/google_gemma-4-26B-A4B-it-GGUF
+gemma4:31b hf://lmstudio-community/gemma-4-31B-it-GGUF
+glm-4.6 hf://unsloth/GLM-4.6-GGUF
+glm-4.6-vl hf://ggml-org/GLM-4.6V-GGUF
+glm-4.6v-flash hf://bartowski/zai-org_GLM-4.6V-Flash-GGUF
+gpt-5.1 openai://gpt-5.1-2025-11-13
+gpt-oss hf://ggml-org/gpt-oss-20b-GGUF
+gpt-oss:20b hf://ggml-org/gpt-oss-20b-GGUF
+gpt-oss:120b hf://ggml-org/gpt-oss-120b-GGUF
+granite hf://ibm-granite/granite-3.3-8b-instruct-GGUF
+granite:2b hf://bartowski/ibm-granite_granite-3.3-2b-instruct-GGUF
+granite:7b hf://instructlab/granite-7b-lab-GGUF
+granite:8b hf://ibm-granite/granite-3.3-8b-instruct-GGUF
+granite-be-3.0:1b hf://taronaeo/Granite-3.0-1B-A400M-Instruct-BE-GGUF
+granite-be-3.3:2b hf://taronaeo/Granite-3.3-2B-Instruct-BE-GGUF
+granite-lab:7b hf://instructlab/granite-7b-lab-GGUF
+granite-lab-7b hf://instructlab/granite-7b-lab-GGUF
+granite-lab-8b hf://ibm-granite/granite-3.3-8b-instruct-GGUF
+hermes hf://bartowski/Hermes-2-Pro-Mistral-7B-GGUF
+ibm/granite hf://ibm-granite/granite-3.3-8b-instruct-GGUF
+ibm/granite:2b hf://bartowski/ibm-granite_granite-3.3-2b-instruct-GGUF
+ibm/granite:7b hf://instructlab/granite-7b-lab-GGUF
+ibm/granite:8b hf://ibm-granite/granite-3.3-8b-instruct-GGUF
+internlm2.5 hf://bartowski/internlm2_5-20b-chat-GGUF
+internlm2.5:20b hf://bartowski/internlm2_5-20b-chat-GGUF
+kimi-k2 hf://bartowski/moonshotai_Kimi-K2-Instruct-0905-GGUF
+kimi-k2.5 hf://bartowski/moonshotai_Kimi-K2.5-GGUF
+kimi-k2.6 hf://bartowski/moonshotai_Kimi-K2.6-GGUF
+llama2 hf://TheBloke/Llama-2-7B-Chat-GGUF
+llama2:7b hf://TheBloke/Llama-2-7B-Chat-GGUF
+llama2:70b hf://TheBloke/Llama-2-70B-Chat-GGUF
+llama3 hf://bartowski/Meta-Llama-3-8B-Instruct-GGUF
+llama3:8b hf://bartowski/Meta-Llama-3-8B-Instruct-GGUF
+llama3:70b hf://bartowski/Meta-Llama-3-70B-Instruct-GGUF
+llama3.1 hf://bartowski/Meta-Llama-3.1-8B-Instruct-GGUF
+llama3.1:8b hf://bartowski/Meta-Llama-3.1-8B-Instruct-GGUF
+llama3.1:70b hf://bartowski/Meta-Llama-3.1-70B-Instruct-GGUF
+llama3.2:1b hf://bartowski/Llama-3.2-1B-Instruct-GGUF
+llama3.2:3b hf://bartowski/Llama-3.2-3B-Instruct-GGUF
+llama3.3 hf://bartowski/Llama-3.3-70B-Instruct-GGUF
+llama3.3:70b hf://bartowski/Llama-3.3-70B-Instruct-GGUF
+magistral hf://bartowski/mistralai_Magistral-Small-2509-GGUF
+magistral:2509 hf://bartowski/mistralai_Magistral-Small-2509-GGUF
+merlinite hf://instructlab/merlinite-7b-lab-GGUF
+merlinite:7b hf://instructlab/merlinite-7b-lab-GGUF
+merlinite-lab:7b hf://instructlab/merlinite-7b-lab-GGUF
+merlinite-lab-7b hf://instructlab/merlinite-7b-lab-GGUF
+minimax-m2 hf://bartowski/MiniMaxAI_MiniMax-M2.7-GGUF
+mistral hf://bartowski/Mistral-7B-Instruct-v0.3-GGUF
+mistral:7b hf://bartowski/Mistral-7B-Instruct-v0.3-GGUF
+mistral:7b-v1 hf://TheBloke/Mistral-7B-Instruct-v0.1-GGUF
+mistral:7b-v2 hf://TheBloke/Mistral-7B-Instruct-v0.2-GGUF
+mistral:7b-v3 hf://bartowski/Mistral-7B-Instruct-v0.3-GGUF
+mistral-large hf://bartowski/Mistral-Large-Instruct-2411-GGUF
+mistral-large:2411 hf://bartowski/Mistral-Large-Instruct-2411-GGUF
+mistral-nemo hf://bartowski/Mistral-Nemo-Instruct-2407-GGUF
+mistral-small3.1 hf://bartowski/mistralai_Mistral-Small-3.1-24B-Instruct-2503-GGUF
+mistral-small3.1:24b hf://bartowski/mistralai_Mistral-Small-3.1-24B-Instruct-2503-GGUF
+mistral_code_16k hf://TheBloke/Mistral-7B-Code-16K-qlora-GGUF
+mistral_codealpaca hf://TheBloke/Mistral-7B-codealpaca-lora-GGUF
+mixtao hf://MaziyarPanahi/MixTAO-7Bx2-MoE-Instruct-v7.0-GGUF
+mixtral hf://TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF
+mixtral:8x7b hf://TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF
+nemotron hf://lmstudio-community/NVIDIA-Nemotron-3-Nano-30B-A3B-GGUF
+nemotron:4b hf://lmstudio-community/NVIDIA-Nemotron-3-Nano-4B-GGUF
+nemotron:30b hf://lmstudio-community/NVIDIA-Nemotron-3-Nano-30B-A3B-GGUF
+nemotron:omni-30b hf://lmstudio-community/Nemotron-3-Nano-Omni-30B-A3B-Reasoning-GGUF
+nemotron:49b hf://bartowski/nvidia_Llama-3_3-Nemotron-Super-49B-v1-GGUF
+nemotron:51b hf://bartowski/Llama-3_1-Nemotron-51B-Instruct-GGUF
+nemotron:70b hf://bartowski/Llama-3.1-Nemotron-70B-Instruct-HF-GGUF
+nemotron:120b hf://lmstudio-community/NVIDIA-Nemotron-3-Super-120B-A12B-GGUF
+olmo3 hf://bartowski/allenai_Olmo-3-7B-Instruct-GGUF
+olmo3:7b hf://bartowski/allenai_Olmo-3-7B-Instruct-GGUF
+olmo3:32b-think hf://bartowski/allenai_Olmo-3-32B-Think-GGUF
+olmo3.1:32b hf://bartowski/allenai_Olmo-3.1-32B-Instruct-GGUF
+olmo3.1:32b-think hf://bartowski/allenai_Olmo-3.1-32B-Think-GGUF
+openchat hf://TheBloke/openchat-3.5-0106-GGUF
+openorca hf://TheBloke/Mistral-7B-OpenOrca-GGUF
+phi2 hf://MaziyarPanahi/phi-2-GGUF
+phi3 hf://microsoft/Phi-3-mini-4k-instruct-gguf
+phi3:mini hf://microsoft/Phi-3-mini-4k-instruct-gguf
+phi4 hf://microsoft/phi-4-GGUF
+qwen-3.6 hf://bartowski/Qwen_Qwen3.6-27B-GGUF
+qwen-3.6:27b hf://bartowski/Qwen_Qwen3.6-27B-GGUF
+qwen-3.6:35b hf://lmstudio-community/Qwen3.6-35B-A3B-GGUF
+qwen1.5:110b hf://bartowski/Qwen1.5-110B-Chat-GGUF
+qwen2 hf://bartowski/Qwen2-7B-Instruct-GGUF
+qwen2:7b hf://bartowski/Qwen2-7B-Instruct-GGUF
+qwen2-vl hf://bartowski/Qwen2-VL-7B-Instruct-GGUF
+qwen2-vl:2b hf://bartowski/Qwen2-VL-2B-Instruct-GGUF
+qwen2-vl:7b hf://bartowski/Qwen2-VL-7B-Instruct-GGUF
+qwen2-vl:72b hf://bartowski/Qwen2-VL-72B-Instruct-GGUF
+qwen2.5 hf://bartowski/Qwen2.5-7B-Instruct-GGUF
+qwen2.5:0.5b hf://bartowski/Qwen2.5-0.5B-Instruct-GGUF
+qwen2.5:1.5b hf://bartowski/Qwen2.5-1.5B-Instruct-GGUF
+qwen2.5:3b hf://bartowski/Qwen2.5-3B-Instruct-GGUF
+qwen2.5:7b hf://bartowski/Qwen2.5-7B-Instruct-GGUF
+qwen2.5:14b hf://bartowski/Qwen2.5-14B-Instruct-GGUF
+qwen2.5:32b hf://bartowski/Qwen2.5-32B-Instruct-GGUF
+qwen2.5:72b hf://bartowski/Qwen2.5-72B-Instruct-GGUF
+qwen2.5-coder hf://bartowski/Qwen2.5-Coder-7B-Instruct-GGUF
+qwen2.5-coder:1.5b hf://bartowski/Qwen2.5-Coder-1.5B-Instruct-GGUF
+qwen2.5-coder:7b hf://bartowski/Qwen2.5-Coder-7B-Instruct-GGUF
+qwen2.5-coder:14b hf://bartowski/Qwen2.5-Coder-14B-Instruct-GGUF
+qwen2.5-coder:32b hf://bartowski/Qwen2.5-Coder-32B-Instruct-GGUF
+qwen2.5vl hf://bartowski/Qwen_Qwen2.5-VL-32B-Instruct-GGUF
+qwen2.5vl:2b hf://ggml-org/Qwen2.5-VL-2B-Instruct-GGUF
+qwen2.5vl:3b hf://ggml-org/Qwen2.5-VL-3B-Instruct-GGUF
+qwen2.5vl:7b hf://bartowski/Qwen_Qwen2.5-VL-7B-Instruct-GGUF
+qwen2.5vl:32b hf://bartowski/Qwen_Qwen2.5-VL-32B-Instruct-GGUF
+qwen3:0.6b hf://bartowski/Qwen_Qwen3-0.6B-GGUF
+qwen3:1.7b hf://bartowski/Qwen_Qwen3-1.7B-GGUF
+qwen3:4b hf://bartowski/Qwen_Qwen3-4B-GGUF
+qwen3:8b hf://bartowski/Qwen_Qwen3-8B-GGUF
+qwen3:14b hf://bartowski/Qwen_Qwen3-14B-GGUF
+qwen3:30b hf://bartowski/Qwen_Qwen3-30B-A3B-Instruct-2507-GGUF
+qwen3:32b hf://bartowski/Qwen_Qwen3-32B-GGUF
+qwen3-coder:30b hf://unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF
+qwen3-coder-next hf://unsloth/Qwen3-Coder-Next-GGUF
+qwen3-moe:30b hf://bartowski/Qwen_Qwen3-30B-A3B-Instruct-2507-GGUF
+qwen3-omni:30b hf://ggml-org/Qwen3-Omni-30B-A3B-Instruct-GGUF
+qwen3-vl:8b hf://bartowski/Qwen_Qwen3-VL-8B-Instruct-GGUF
+qwen3-vl:30b hf://bartowski/Qwen_Qwen3-VL-30B-A3B-Instruct-GGUF
+qwen3.5:0.8b hf://bartowski/Qwen_Qwen3.5-0.8B-GGUF
+qwen3.5:2b hf://bartowski/Qwen_Qwen3.5-2B-GGUF
+qwen3.5:4b hf://bartowski/Qwen_Qwen3.5-4B-GGUF
+qwen3.5:9b hf://bartowski/Qwen_Qwen3.5-9B-GGUF
+qwen3.5:27b hf://bartowski/Qwen_Qwen3.5-27B-GGUF
+qwen3.5:35b hf://bartowski/Qwen_Qwen3.5-35B-A3B-GGUF
+qwen3.6 hf://bartowski/Qwen_Qwen3.6-27B-GGUF
+qwen3.6:27b hf://bartowski/Qwen_Qwen3.6-27B-GGUF
+qwen3.6:35b hf://lmstudio-community/Qwen3.6-35B-A3B-GGUF
+smollm:135m hf://HuggingFaceTB/smollm-135M-instruct-v0.2-Q8_0-GGUF
+smollm2 hf://bartowski/SmolLM2-1.7B-Instruct-GGUF
+smollm2:360m hf://bartowski/SmolLM2-360M-Instruct-GGUF
+smollm2:1.7b hf://bartowski/SmolLM2-1.7B-Instruct-GGUF
+smolvlm hf://ggml-org/SmolVLM-500M-Instruct-GGUF
+smolvlm:256m hf://ggml-org/SmolVLM-256M-Instruct-GGUF
+smolvlm:500m hf://ggml-org/SmolVLM-500M-Instruct-GGUF
+smolvlm:2b hf://ggml-org/SmolVLM-Instruct-GGUF
+solar-pro hf://MaziyarPanahi/solar-pro-preview-instruct-GGUF
+stories-be:260k hf://taronaeo/tinyllamas-BE/stories260K-be.gguf
+tiny hf://TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF
+tinyllama hf://TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF
+"""
+
+
 class Config:
     """The merged [ramalama] settings, where they came from, and the shortnames."""
 
@@ -765,6 +963,7 @@ class Config:
         self.dirs = dirs
         self.warnings = warnings or []
         self._shortnames = None
+        self.shortname_sources = {}
 
     def get(self, key, default=None):
         return self.settings.get(key, default)
@@ -781,14 +980,17 @@ class Config:
 
     @property
     def shortnames(self) -> dict:
-        """[shortnames] tables of every shortnames.conf, later files winning; read on first use."""
+        """The built-in names, then the [shortnames] tables of every shortnames.conf, later files
+        winning; read on first use. shortname_sources says where each came from."""
         if self._shortnames is None:
-            names = {}
+            names = dict(line.split(" ", 1) for line in BUILTIN_SHORTNAMES.splitlines())
+            self.shortname_sources = dict.fromkeys(names, "built-in")
             for path in config_files(self.dirs, "shortnames"):
                 table = read_toml(path, self.warnings).get("shortnames", {})
                 if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                     raise ConfigError("%s: [shortnames] must map names to model strings" % path)
                 names.update(table)
+                self.shortname_sources.update(dict.fromkeys(table, path))
             self._shortnames = names
         return self._shortnames
 
@@ -4301,7 +4503,7 @@ class Context:
     def resolve(self, text: str) -> Ref:
         bare = "://" not in text
         return parse_ref(text, self.config.shortnames if bare else None,
-                         self.config.get("transport") or DEFAULT_TRANSPORT)
+                         self.config.get("transport"))
 
     def log(self, msg: str) -> None:
         if self.debug:
@@ -4477,6 +4679,8 @@ def cmd_info(ctx) -> int:
         "transport": ctx.config.get("transport") or DEFAULT_TRANSPORT,
         "mirrors": ctx.config.get("mirrors") or {},
         "proxy": proxies_in_use(ctx.env),
+        "shortnames": {name: {"model": model, "from": ctx.config.shortname_sources[name]}
+                       for name, model in sorted(ctx.config.shortnames.items())},
     }
     write_json(ctx.out, info, sort_keys=True)
     return 0

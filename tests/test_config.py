@@ -87,7 +87,12 @@ def test_shortnames_from_every_dir_later_wins(dirs):
     share, etc, xdg = dirs
     write(share / "shortnames.conf", '[shortnames]\n"tiny" = "hf://a/tiny"\n"granite" = "ollama://granite3"\n')
     write(xdg / "ramalama" / "shortnames.conf", '[shortnames]\n"tiny" = "hf://b/tiny:Q8_0"\n')
-    assert load(dirs).shortnames == {"tiny": "hf://b/tiny:Q8_0", "granite": "ollama://granite3"}
+    cfg = load(dirs)
+    names = cfg.shortnames
+    assert (names["tiny"], names["granite"]) == ("hf://b/tiny:Q8_0", "ollama://granite3")   # files beat built-ins
+    assert cfg.shortname_sources["granite"] == str(share / "shortnames.conf")
+    assert names["tinyllama"] == "hf://TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF"             # a built-in
+    assert cfg.shortname_sources["tinyllama"] == "built-in"
     write(etc / "shortnames.conf", "[shortnames]\ntiny = 3\n")
     with pytest.raises(ConfigError, match="shortnames.conf: \\[shortnames\\] must map names"):
         load(dirs).shortnames

@@ -121,3 +121,45 @@ def test_gpu_selection_variables_pick_the_image_and_reach_the_container(cli, sto
                            env_extra={"HIP_VISIBLE_DEVICES": "0", "HSA_OVERRIDE_GFX_VERSION": "10.3.0"}))
     assert "quay.io/ramalama/rocm@" + DIGEST in argv
     assert "HIP_VISIBLE_DEVICES=0" in argv and "HSA_OVERRIDE_GFX_VERSION=10.3.0" in argv
+
+
+RESOLVE = r"""
+import json, sys
+from ramalama.shortnames import Shortnames
+from ramalama.transports import transport_factory as tf
+names = Shortnames()
+out = {"shortnames": {n: names.resolve(n) for n in names.shortnames}, "files": names.paths, "bare": {}}
+class Args:
+    store, engine, container = "/nonexistent", None, False
+for text in sys.argv[1:]:
+    f = tf.TransportFactory(text, Args())
+    out["bare"][text] = [f.model_cls.__name__, f.pruned_model]
+print(json.dumps(out))
+"""
+
+
+def test_every_shortname_resolves_to_the_model_ramalama_resolves_it_to(anchor, env, tmp_path):
+    import json
+    import ramalama
+    cmd, share = anchor
+    bare = ["ibm-granite/granite-3.3-8b-instruct-GGUF", "bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0"]
+    proc = run([cmd[0], "-c", RESOLVE] + bare, env=dict(env, HOME=str(tmp_path)), cwd=tmp_path)   # not our ramalama.py
+    assert proc.returncode == 0, proc.stderr
+    theirs = json.loads(proc.stdout)
+    assert theirs["files"] == [str(share / "shortnames.conf")] and len(theirs["shortnames"]) >= 180
+    ours = ramalama.load_config(dict(env, HOME=str(tmp_path)), system_dirs=())
+    differ = []
+    for name, target in theirs["shortnames"].items():
+        try:
+            mine = ramalama.parse_ref(name, ours.shortnames)
+            expected = ramalama.parse_ref(target)
+        except ramalama.UsageError as e:            # openai:// names are served by OpenAI, not pulled
+            mine = expected = None
+            assert target.startswith("openai://") and "OpenAI" in str(e)
+        if mine != expected:
+            differ.append((name, target, mine))
+    assert differ == []
+    print("\nshortnames: %d of ramalama 0.25's resolve to the same model" % len(theirs["shortnames"]))
+    for text, (kind, pruned) in theirs["bare"].items():
+        ref = ramalama.parse_ref(text, ours.shortnames)
+        assert kind == "Huggingface" and ref.transport == "huggingface" and text.startswith(ref.name)

@@ -51,7 +51,8 @@ def test_pull_names_every_layer(cli, store, registry, tiny_gguf, env):
     assert sorted(os.listdir(folder)) == [".ref.json", "license", "mmproj.gguf", "model.gguf", "params.json",
                                           "system", "template"]
     assert (folder / "template").read_bytes() == b"{{ .Prompt }}"
-    info = json.loads(cli("inspect", "--json", "tiny").out)          # bare names default to ollama
+    info = json.loads(cli("inspect", "--json", "tiny:latest").out)   # bare names default to ollama (not "tiny":
+                                                                     # ramalama's shortname for TinyLlama on the Hub)
     assert info["name"] == "ollama://tiny:latest" and info["architecture"] == "llama"
     assert {f["name"]: f["role"] for f in info["files"]}["mmproj.gguf"] == "mmproj"
     r = cli("pull", "ollama://tiny")
