@@ -582,12 +582,13 @@ def parse_ref(text: str, shortnames: dict = None, default_transport: str = None)
 CONFIG_TYPES = {
     "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
     "transport": str, "ngl": "layers", "ctx_size": int, "temp": float, "threads": int,
-    "port": int, "host": str, "pull": str, "ollama_registry": str, "api_key": str,
+    "port": int, "host": str, "pull": str, "ollama_registry": str, "api_key": str, "max_tokens": int,
+    "selinux": bool, "keep_groups": bool,
 }
 SECRET_KEYS = ("api_key",)       # config values shown masked
 TABLE_TYPES = {"download": {"connections": int, "timeout": float}}
 # read from [ramalama.runtimes.<runtime>] first (where ramalama 0.25 reads them), then [ramalama]
-RUNTIME_KEYS = {"ngl": "layers", "temp": float, "threads": int, "ctx_size": int}
+RUNTIME_KEYS = {"ngl": "layers", "temp": float, "threads": int, "ctx_size": int, "max_tokens": int}
 # RAMALAMA_<KEY> spellings that name another key
 ENV_ALIASES = {"in_container": "container", "container_engine": "engine", "transports": "transport"}
 TRUE_WORDS, FALSE_WORDS = ("on", "true", "1", "yes", "y"), ("off", "false", "0", "no", "n")
@@ -3781,7 +3782,7 @@ HEALTH_TIMEOUT = 300.0
 
 
 class ServeOptions(namedtuple("ServeOptions", "runtime model mmproj template alias host port ctx_size ngl "
-                                              "threads temp seed extra")):
+                                              "threads temp seed extra max_tokens", defaults=(None,))):
     """What a runtime is told, with paths as the runtime sees them (host or container)."""
     __slots__ = ()
 
@@ -3797,7 +3798,8 @@ def runtime_argv(o: ServeOptions) -> list:
         return argv + shlex.split(o.extra or "")
     argv = ["llama-server", "--host", o.host, "--port", str(o.port), "--model", o.model, "--alias", o.alias]
     for flag, value in (("--ctx-size", o.ctx_size), ("--n-gpu-layers", o.ngl), ("--threads", o.threads),
-                        ("--temp", o.temp), ("--seed", o.seed), ("--mmproj", o.mmproj)):
+                        ("--temp", o.temp), ("--seed", o.seed), ("--mmproj", o.mmproj),
+                        ("--n-predict", o.max_tokens or None)):
         if value is not None:
             argv += [flag, str(value)]
     if o.template:
@@ -3853,12 +3855,14 @@ def gpu_devices(engine: str, gpu: str, env: dict = None) -> list:
 
 def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: list, *, name: str,
                    labels: dict, gpu: str, devices: list, publish: str = None, socket_dir: str = None,
-                   detach: bool = True, env_names: tuple = (), accel: dict = None, host_env: dict = None) -> list:
+                   detach: bool = True, env_names: tuple = (), accel: dict = None, host_env: dict = None,
+                   extra: list = ()) -> list:
     """`podman|docker run` for a model server: read-only model mounts, every capability dropped,
     no new privileges, an init process, our labels; either a published port or no network at
     all and a unix socket in a mounted directory. `env_names` pass variables by name only:
     their values (an API key) come from the engine's environment, never from argv; `accel`
-    holds the GPU selection variables the container gets (see accel_env)."""
+    holds the GPU selection variables the container gets (see accel_env); `extra` are engine
+    flags the user asked for (--env, --network, --privileged, ...)."""
     accel = accel or {}
     argv = [exe, "run", "--rm"] + (["-d"] if detach else []) + ["--name", name]
     for var in env_names:
@@ -3871,13 +3875,35 @@ def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: l
     if publish:
         argv += ["-p", publish]
     if socket_dir:
-        argv += ["--network=none", "--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR)]
+        network = [a for a in extra if a.startswith("--network=")]
+        argv += (network or ["--network=none"]) + [
+            "--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR)]
     for src, dst in mounts:
         argv.append("--mount=type=bind,src=%s,destination=%s,ro=true" % (src, dst))
-    argv += gpu_devices(engine, gpu, host_env)
-    for dev in devices:
-        argv += ["--device", dev]
+    if "none" not in devices:                    # --device none: no GPU and no other device
+        argv += gpu_devices(engine, gpu, host_env)
+        for dev in devices:
+            argv += ["--device", dev]
+    argv += [a for a in extra if not (socket_dir and a.startswith("--network="))]
     return argv + [image] + runtime_argv(o)
+
+
+def engine_flags(args, config: Config, engine: str) -> list:
+    """The container flags ramalama 0.25's run/serve options ask for."""
+    flags = ["--env=" + e for e in getattr(args, "env", None) or []]
+    if getattr(args, "network", None):
+        flags.append("--network=" + args.network)
+    if getattr(args, "privileged", False):
+        flags.append("--privileged")
+    selinux = getattr(args, "selinux", None)
+    if (config.get("selinux") if selinux is None else selinux) is False:
+        flags.append("--security-opt=label=disable")
+    keep = getattr(args, "keep_groups", None) or config.get("keep_groups")
+    if keep and engine == "podman":
+        flags.append("--group-add=keep-groups")
+    if getattr(args, "oci_runtime", None):
+        flags.append("--runtime=" + args.oci_runtime)
+    return flags
 
 
 def detect_gpu(env: dict, exists=os.path.exists, which=None, vendors=None) -> str:
@@ -4209,7 +4235,7 @@ def serve_options(ctx, model: Model, runtime: str, host: str, port: int, gpu: st
         return value if value is not None else ctx.config.runtime_get(runtime, key)
     return ServeOptions(runtime, under["model"], under["mmproj"], under["template"], model.ref, host, port,
                         setting("ctx_size") or None, gpu_layers(setting("ngl"), gpu), setting("threads"),
-                        setting("temp"), args.seed, args.runtime_args)
+                        setting("temp"), args.seed, args.runtime_args, setting("max_tokens"))
 
 
 def gpu_layers(ngl, gpu: str) -> int:
@@ -4539,19 +4565,34 @@ def cmd_pull(ctx) -> int:
     return failed.exit_code if failed else 0
 
 
-def _sorted(models: list, by: str) -> list:
-    key = {"name": lambda m: m.ref, "size": lambda m: -m.size,
-           "modified": lambda m: -m.meta.get("pulled", 0)}[by]
-    return sorted(models, key=key)
+def _sorted(models: list, by: str, order: str = None) -> list:
+    """Names A to Z, sizes and times largest and newest first, unless --order says otherwise."""
+    key = {"name": lambda m: m.ref, "size": lambda m: m.size, "modified": lambda m: m.meta.get("pulled", 0)}[by]
+    return sorted(models, key=key, reverse=(order or ("asc" if by == "name" else "desc")) == "desc")
+
+
+def shortname_of(model: Model, config: Config) -> str:
+    """The shortname (the first in name order) that resolves to this model, as ramalama's list shows it."""
+    for name, target in sorted(config.shortnames.items()):
+        try:
+            if str(parse_ref(target)) == model.ref:
+                return name
+        except RamalamaError:
+            continue
+    return ""
 
 
 def cmd_list(ctx) -> int:
     store = ctx.store
-    models = _sorted(list(store.models()) if store.exists() else [], ctx.args.sort)
-    if ctx.args.json:
-        import json
-        write_json(ctx.out, [{"name": m.ref, "modified": _iso(m.meta.get("pulled", 0)), "size": m.size,
+    models = _sorted(list(store.models()) if store.exists() else [], ctx.args.sort, ctx.args.order)
+    if ctx.args.json:                   # ramalama 0.25's keys and formats, then ours
+        from datetime import datetime
+        write_json(ctx.out, [{"name": m.ref, "shortname": shortname_of(m, ctx.config), "size": m.size,
+                              "modified": datetime.fromtimestamp(m.meta.get("pulled", 0)).astimezone().isoformat(),
                               "path": m.path, "damaged": m.meta.get("damaged", [])} for m in models])
+        return 0
+    if ctx.quiet and not ctx.args.format:
+        ctx.out.write("".join(tty_safe(m.ref) + "\n" for m in models))      # names only, as ramalama -q
         return 0
     now = ctx.clock()
     if ctx.args.format:
@@ -4612,6 +4653,12 @@ def cmd_inspect(ctx) -> int:
             facts["format"] = "unknown (%s)" % e
         except FileNotFoundError:
             raise StoreError("%s: %s is missing; run `ramalama fsck`" % (model.ref, main_file.name))
+    if ctx.args.get:
+        value = (info or {}).get("metadata", {}).get(ctx.args.get)
+        if value is None:
+            raise NotFound("%s: no GGUF metadata key %r" % (model.ref, ctx.args.get))
+        ctx.out.write("%s\n" % (value,))
+        return 0
     if info is not None:
         facts.update(describe_gguf(info))
         if ctx.args.all:
@@ -4657,30 +4704,53 @@ def _print_facts(out, facts: dict) -> None:
         out.write("  tensor %s %s %s\n" % (tty_safe(t["name"]), "x".join(map(str, t["shape"])), tty_safe(t["type"])))
 
 
+ACCELERATORS = {"nvidia": "cuda", "amd": "hip", "intel": "intel", "none": "none"}   # ramalama's words
+
+
 def cmd_info(ctx) -> int:
-    import json
     import platform
-    store = ctx.store
+    store, config = ctx.store, ctx.config
+    names = config.shortnames
+    if ctx.args.shortnames:                        # as `ramalama info --shortnames` prints them
+        ctx.out.write("".join("%s=%s (%s)\n" % (tty_safe(n), tty_safe(names[n]), config.shortname_sources[n])
+                              for n in sorted(names)))
+        return 0
     found = {}
     if store.exists():
         found = dict(store.usage(), models=sum(1 for _ in store.models()))
+    engine, runtime, gpu = find_engine(ctx) or None, _runtime(ctx), detect_gpu(ctx.env)
+    settings = {k: "***" if k in SECRET_KEYS else v for k, v in config.settings.items()}
+    image = _image(ctx, runtime, gpu)
     info = {
+        # ramalama 0.25's keys, with its meaning (what it has and this tool has not is null)
+        "Accelerator": ACCELERATORS[gpu],
+        "Config": dict(settings, settings={"config_files": config.files}),
+        "Engine": {"Name": engine},
+        "Image": image,
+        "RagImage": None,
+        "Runtimes": {"Default": runtime, "Available": ["llama.cpp", "vllm"]},
+        "Selinux": bool(config.get("selinux", False)),
+        "Shortnames": {"Files": config_files(config.dirs, "shortnames"), "Names": names,
+                       "Sources": sorted(set(config.shortname_sources.values()))},
+        "Store": store.root,
+        "Toolbox": os.path.exists("/run/.toolboxenv"),
+        "ToolsImage": None,
+        "UseContainer": engine is not None,
+        "Version": __version__,
+        # ours
         "version": __version__,
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "platform": platform.platform(),
         "store": dict(path=store.root, **found),
-        "config": {"files": ctx.config.files, "unknown_keys": ctx.config.unknown_keys(),
-                   "settings": {k: "***" if k in SECRET_KEYS else v for k, v in ctx.config.settings.items()}},
-        "engine": find_engine(ctx) or None,
-        "runtime": ctx.args.runtime or ctx.config.get("runtime") or "llama.cpp",
-        "image": ctx.args.image or ctx.config.get("image") or GPU_IMAGES[detect_gpu(ctx.env)] + ":latest",
+        "config": {"files": config.files, "unknown_keys": config.unknown_keys(), "settings": settings},
+        "engine": engine,
+        "runtime": runtime,
+        "image": image,
         "images": load_pins(store) if store.exists() else {},
-        "gpu": detect_gpu(ctx.env),
-        "transport": ctx.config.get("transport") or DEFAULT_TRANSPORT,
-        "mirrors": ctx.config.get("mirrors") or {},
+        "gpu": gpu,
+        "transport": config.get("transport") or DEFAULT_TRANSPORT,
+        "mirrors": config.get("mirrors") or {},
         "proxy": proxies_in_use(ctx.env),
-        "shortnames": {name: {"model": model, "from": ctx.config.shortname_sources[name]}
-                       for name, model in sorted(ctx.config.shortnames.items())},
     }
     write_json(ctx.out, info, sort_keys=True)
     return 0
@@ -4733,9 +4803,18 @@ def _registry_host(text: str) -> str:
     return DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host
 
 
+# ramalama 0.25's --type words: an artifact is our ModelPack, raw an image holding the model
+PUSH_TYPES = {"modelpack": "modelpack", "artifact": "modelpack", "ramalama": "ramalama", "raw": "ramalama"}
+
+
 def cmd_push(ctx) -> int:
     args, store = ctx.args, ctx.store
-    target = parse_ref(args.TARGET if "://" in args.TARGET else "oci://" + args.TARGET)
+    if args.type == "car":
+        raise UsageError("--type car (the model on top of a base image) is not built by this version; "
+                         "--type raw pushes an image holding only the model, --type artifact a ModelPack artifact")
+    args.type = PUSH_TYPES[args.type]
+    target_text = args.TARGET or args.SOURCE             # one name: push the stored model to where it names
+    target = parse_ref(target_text if "://" in target_text else "oci://" + target_text)
     if target.transport != "oci":
         raise UsageError("push needs an oci:// target, not %s" % (target,))
     source = ctx.resolve(args.SOURCE)
@@ -4861,7 +4940,8 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         argv = container_argv(engine_kind(engine), engine, image, opts, model_mounts(model), name=name,
                               labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
                               socket_dir=socket_dir, env_names=(key_var,) if key else (),
-                              accel=accel_env(ctx.env), host_env=ctx.env)
+                              accel=accel_env(ctx.env), host_env=ctx.env,
+                              extra=engine_flags(ctx.args, ctx.config, engine_kind(engine)))
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
@@ -4869,6 +4949,7 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
             return start_container(engine, argv, name, endpoint, image, env, key)
         except EngineError as e:
             ctx.warn("%s; running natively instead" % e)
+    env.update(e.partition("=")[::2] for e in getattr(ctx.args, "env", None) or [] if "=" in e)
     argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, model.path))
     if ctx.args.dryrun:
         ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
@@ -4989,8 +5070,8 @@ def _generate(ctx, model: Model, host: str, port: int) -> int:
     return 0
 
 
-def _our_containers(ctx) -> list:
-    """Labelled containers as dicts: name, model, image, url, status, ports."""
+def _our_containers(ctx, every: bool = False) -> list:
+    """Labelled containers as dicts: name, model, image, url, status; running ones unless every."""
     import json
     import subprocess
     engine = find_engine(ctx)
@@ -4998,7 +5079,7 @@ def _our_containers(ctx) -> list:
         raise RamalamaError("no container engine (podman or docker) found")
     docker = engine_kind(engine) == "docker"
     fmt = "{{json .}}" if docker else "json"
-    proc = subprocess.run([engine, "ps", "--filter", "label=" + LABEL, "--format", fmt],
+    proc = subprocess.run([engine, "ps", "--filter", "label=" + LABEL, "--format", fmt] + ["-a"] * every,
                           capture_output=True, text=True, env=ctx.env)
     if proc.returncode != 0:
         raise EngineError("%s ps failed: %s" % (engine, (proc.stderr.strip().splitlines() or ["?"])[-1]))
@@ -5019,14 +5100,27 @@ def _our_containers(ctx) -> list:
     return rows
 
 
+OUR_PS_FIELDS = {"names", "name", "model", "url", "image", "status"}
+
+
 def cmd_containers(ctx) -> int:
-    import json
-    rows = _our_containers(ctx)
-    if ctx.args.json:
+    import re
+    args = ctx.args
+    if args.format and not {f.lower() for f in re.findall(r"\{\{\s*\.(\w+)", args.format)} <= OUR_PS_FIELDS:
+        # any other Go template ({{.ID}}, {{.Ports}}, ...) is the engine's to fill
+        engine = find_engine(ctx)
+        if not engine:
+            raise RamalamaError("no container engine (podman or docker) found")
+        argv = ["ps", "--filter", "label=" + LABEL, "--format", args.format]
+        ctx.out.write(_engine_out(ctx, engine, *(argv + ["-a"] * bool(args.all) + ["--no-trunc"] * bool(args.no_trunc)))
+                      + "\n")
+        return 0
+    rows = _our_containers(ctx, every=args.all)
+    if args.json:
         write_json(ctx.out, rows)
-    elif ctx.args.format:
+    elif args.format:
         for row in rows:                 # {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}}
-            ctx.out.write(fill_template(ctx.args.format, dict(row, names=row["name"])) + "\n")
+            ctx.out.write(fill_template(args.format, dict(row, names=row["name"])) + "\n")
     else:
         print_table(ctx.out, ["NAME", "MODEL", "URL", "STATUS"],
                     [[r["name"], r["model"], r["url"], r["status"]] for r in rows], ctx.args.noheading)
@@ -5251,11 +5345,24 @@ def _add_runtime_flags(p) -> None:
     p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
     p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
     p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
-    p.add_argument("--device", action="append", metavar="DEV", help="device for the container (repeatable)")
+    p.add_argument("--device", action="append", metavar="DEV",
+                   help="device for the container (repeatable); none: no device, not even the GPU")
     p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default=None,
                    help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
                    "ask the registry again; never: no registry)")
     p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="most tokens to generate per answer, 0 = unlimited (config max_tokens)")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE",
+                   help="environment variable for the runtime (repeatable)")
+    p.add_argument("--network", metavar="MODE", help="container network (run: none unless given)")
+    p.add_argument("--privileged", action="store_true", help="give the container extended privileges")
+    p.add_argument("--selinux", type=_bool, metavar="BOOL", default=None,
+                   help="SELinux container separation (config selinux; false disables labels; default: "
+                   "the engine's)")
+    p.add_argument("--keep-groups", action="store_true", default=None,
+                   help="keep the user's supplementary groups in the container (podman; config keep_groups)")
+    p.add_argument("--oci-runtime", metavar="NAME", help="OCI runtime the engine uses (crun, runc, ...)")
     p.add_argument("--api-key", metavar="KEY", help="API clients must send this key (config api_key; env "
                    "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
                    "never in its argv; generated files refer to a secret")
@@ -5274,6 +5381,12 @@ class _Parser:
                 raise UsageError("%s: %s (see '%s --help')" % (self.prog, message, self.prog))
         kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         return P(**kw)
+
+
+def cmd_help(ctx) -> int:
+    parser = command_parser(ctx.args.COMMAND)[0] if ctx.args.COMMAND else build_parser()
+    ctx.out.write(parser.format_help())
+    return 0
 
 
 COMMANDS = (
@@ -5296,6 +5409,7 @@ COMMANDS = (
     (("export",), cmd_export, "write a model as an OCI layout directory or .tar (air-gapped transfer)"),
     (("import",), cmd_import, "bring a model (and its runtime image) in from an exported layout"),
     (("completion",), cmd_completion, "print a bash, zsh or fish completion script"),
+    (("help",), cmd_help, "show this help, or a command's"),
 )
 
 EPILOG = """\
@@ -5329,9 +5443,11 @@ def _command_args(name: str, p) -> None:
         _add_registry_flags(p)
     elif name == "push":
         p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
-        p.add_argument("TARGET", help="oci://registry/name:tag")
-        p.add_argument("--type", choices=("modelpack", "ramalama"), default="modelpack",
-                       help="artifact layout (default: modelpack)")
+        p.add_argument("TARGET", nargs="?", help="oci://registry/name:tag (default: SOURCE, an oci:// model "
+                       "in the store)")
+        p.add_argument("--type", choices=("modelpack", "artifact", "ramalama", "raw", "car"), default="modelpack",
+                       help="modelpack (= artifact, default): a ModelPack artifact; ramalama (= raw): an image "
+                       "whose layer holds the model; car is not built by this version")
         _add_registry_flags(p)
     elif name in ("run", "serve"):
         p.add_argument("MODEL", help="model to run (pulled when missing)")
@@ -5350,6 +5466,11 @@ def _command_args(name: str, p) -> None:
         p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
         p.add_argument("--sort", choices=("name", "size", "modified"), default="name",
                        help="sort order (default: name)")
+        p.add_argument("--order", choices=("asc", "desc"),
+                       help="sort direction (default: names A-Z, sizes and times largest and newest first)")
+        p.add_argument("--all", action="store_true",
+                       help="also partially downloaded models (ramalama's flag; downloads in progress never "
+                       "count as models here, so it changes nothing)")
         p.add_argument("--format", help="one line per model from a template: {{.Name}} {{.Size}} {{.Modified}}")
     elif name == "rm":
         p.add_argument("MODEL", nargs="*", help="models to remove")
@@ -5359,6 +5480,7 @@ def _command_args(name: str, p) -> None:
         p.add_argument("MODEL", help="model in the store")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--all", action="store_true", help="include all metadata and every tensor")
+        p.add_argument("--get", metavar="KEY", help="print one GGUF metadata value (e.g. general.architecture)")
     elif name == "login":
         p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
         p.add_argument("--username", "-u", help="user name")
@@ -5370,8 +5492,11 @@ def _command_args(name: str, p) -> None:
         p.add_argument("--authfile", metavar="PATH", help="registry credentials file")
         p.add_argument("--all", "-a", action="store_true", help="remove every stored credential")
     elif name == "containers":
-        p.add_argument("--format", help="Go-template-like format, e.g. '{{.Names}} {{.Ports}}'")
+        p.add_argument("--format", help="a Go template: {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}} are "
+                       "filled here, any other ({{.ID}}, {{.Ports}}, ...) by the engine's own ps")
         p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
+        p.add_argument("--all", "-a", action="store_true", help="also created and exited containers")
+        p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs (engine templates)")
         p.add_argument("--json", action="store_true", help="print JSON")
     elif name == "stop":
         p.add_argument("NAME", nargs="?", help="container name")
@@ -5390,6 +5515,10 @@ def _command_args(name: str, p) -> None:
         p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
     elif name == "completion":
         p.add_argument("SHELL", choices=("bash", "zsh", "fish"), help="shell to complete for")
+    elif name == "info":
+        p.add_argument("--shortnames", action="store_true", help="list the shortnames and where each came from")
+    elif name == "help":
+        p.add_argument("COMMAND", nargs="?", help="the command to show the flags of")
     elif name == "fsck":
         p.add_argument("--repair", action="store_true",
                        help="quarantine corrupt blobs and mark the models that use them")

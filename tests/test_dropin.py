@@ -163,3 +163,76 @@ def test_every_shortname_resolves_to_the_model_ramalama_resolves_it_to(anchor, e
     for text, (kind, pruned) in theirs["bare"].items():
         ref = ramalama.parse_ref(text, ours.shortnames)
         assert kind == "Huggingface" and ref.transport == "huggingface" and text.startswith(ref.name)
+
+
+def test_command_lines_scripts_use_give_what_scripts_read(anchor, env, tmp_path, model_file):
+    """The same command lines through ramalama 0.25 and through us: both accept them, and what
+    scripts read (names, JSON keys and value types, metadata values) agrees."""
+    import json
+    from datetime import datetime
+    cmd, _share = anchor
+    ref = "file://%s" % model_file
+    theirs_store, ours_store = tmp_path / "theirs", tmp_path / "ours"
+    run_env = dict(env, HOME=str(tmp_path / "home"))
+
+    def both(*argv):
+        a = run(cmd + ["--store", theirs_store] + list(argv), env=run_env, cwd=tmp_path)
+        b = run([sys.executable, ROOT / "ramalama.py", "--store", ours_store] + list(argv), env=run_env)
+        assert a.returncode != 2 and b.returncode == 0, (argv, a.stderr[-500:], b.stderr[-500:])
+        return a, b
+    both("pull", ref)
+    a, b = both("-q", "list")
+    assert a.stdout == b.stdout == ref + "\n"
+    a, b = both("list", "--json")
+    theirs, ours = json.loads(a.stdout)[0], json.loads(b.stdout)[0]
+    assert set(theirs) <= set(ours)
+    assert {k: type(v) for k, v in theirs.items()} == {k: type(ours[k]) for k in theirs}
+    assert (theirs["name"], theirs["shortname"]) == (ours["name"], ours["shortname"])
+    assert ours["size"] == model_file.stat().st_size <= theirs["size"]   # ramalama adds a chat template it extracts
+    assert datetime.fromisoformat(ours["modified"]).tzinfo is not None
+    a, b = both("info")
+    assert set(json.loads(a.stdout)) <= set(json.loads(b.stdout))
+    a, b = both("inspect", "--get", "general.architecture", ref)
+    assert a.stdout.strip() == b.stdout.strip() == "llama"
+    for argv in (["list", "--order", "asc"], ["list", "--all"], ["list", "--sort", "size", "--order", "desc"],
+                 ["--dryrun", "--nocontainer", "serve", "--max-tokens", "5", "--ngl", "all", "--env", "A=1",
+                  "--network", "host", "--privileged", "--selinux", "true", "--keep-groups", "--oci-runtime",
+                  "runc", "--device", "none", ref],
+                 ["--dryrun", "--nocontainer", "run", "--ngl", "auto", "--max-tokens", "3", ref, "hi"],
+                 ["help"]):
+        both(*argv)
+    served = both("--dryrun", "--nocontainer", "serve", "--max-tokens", "5", ref)[1].stdout
+    assert shlex.split(served)[-2:] == ["--n-predict", "5"]
+    # ours alone: push with ramalama's --type words and without a target
+    for argv in (["--dryrun", "push", "--type", "raw", ref, "oci://registry.example.com/m:1"],
+                 ["--dryrun", "push", "--type", "artifact", ref, "oci://registry.example.com/m:1"],
+                 ["--dryrun", "push", "oci://registry.example.com/m:1"]):
+        r = run([sys.executable, ROOT / "ramalama.py", "--store", ours_store] + argv, env=run_env)
+        assert r.returncode == 0, (argv, r.stderr)
+
+
+def test_ps_takes_engine_templates_and_all(cli, env):
+    require("podman", shutil.which("podman"))
+    r = cli("--engine", "podman", "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+    assert r.code == 0, r
+    r = cli("--engine", "podman", "ps", "-a", "--format", "{{.Names}} {{.URL}}")     # our fields
+    assert r.code == 0, r
+
+
+def test_container_flags_ramalama_accepts_reach_the_engine(cli, store, model_file):
+    ref = "file://%s" % model_file
+    assert cli("pull", ref).code == 0
+    pin(store, "quay.io/ramalama/cuda:latest")
+    argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "serve", "--env", "A=1", "--network", "host",
+                           "--privileged", "--selinux", "false", "--keep-groups", "--oci-runtime", "runc",
+                           "--device", "none", "--max-tokens", "9", ref, env_extra={"RAMALAMA_GPU": "nvidia"}))
+    image = argv.index("quay.io/ramalama/cuda@" + DIGEST)
+    engine_part = argv[:image]
+    for expected in ("--env=A=1", "--network=host", "--privileged", "--security-opt=label=disable",
+                     "--group-add=keep-groups", "--runtime=runc"):
+        assert expected in engine_part, expected
+    assert "--device" not in engine_part                     # none: not even the GPU
+    assert flag(argv, "--n-predict") == "9"
+    run_argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "run", "--network", "bridge", ref, "hi",
+                               env_extra={"RAMALAMA_GPU": "nvidia"}))
+    assert "--network=bridge" in run_argv and "--network=none" not in run_argv

@@ -16,6 +16,7 @@ REAL = {
     ("ollama", "registry.ollama.ai", "library/llama3.2", "1b"),      # 1.3 GB
     ("huggingface", "", "bartowski/SmolLM2-135M-Instruct-GGUF", None),
     ("huggingface", "", "HuggingFaceTB/SmolLM2-135M-Instruct", None),
+    ("huggingface", "", "bartowski/Llama-3.2-1B-Instruct-GGUF", None),   # llama3.2:1b, a built-in shortname
 }
 REAL_REGISTRIES = {"quay.io", "docker.io"}
 PROGRAMS = ("ramalama", "./dist/ramalama.pyz", "./ramalama.pyz", "/media/usb/ramalama.pyz")
@@ -51,7 +52,7 @@ def models_named(argv: list) -> list:
 
 
 def acceptable(text: str) -> bool:
-    ref = ramalama.parse_ref(text if "://" in text else "ollama://" + text)
+    ref = ramalama.parse_ref(text, ramalama.load_config({"HOME": "/nonexistent"}, system_dirs=()).shortnames)
     if ref.transport in ("file", "oci-layout", "oci-archive"):
         return ref.name.startswith(("/srv/", "/media/"))
     host = ref.host.split(":")[0]
