@@ -2047,14 +2047,14 @@ class Store:
         os.unlink(tmp_file)
         return final
 
-    def import_file(self, src: str, progress=None, expect: str = None) -> tuple:
+    def import_file(self, src: str, progress=None, expect: str = None, link: bool = True) -> tuple:
         """Bring a local file in: hardlink it when it is ours and on our filesystem (no copy;
-        the shared inode becomes the read-only blob), else copy it. Returns (hexdigest, size);
-        the bytes hashed are the bytes published. With `expect` (a digest), other bytes are
-        refused with DigestMismatch and nothing is published."""
+        the shared inode becomes the read-only blob), else (or with link=False) copy it.
+        Returns (hexdigest, size); the bytes hashed are the bytes published. With `expect` (a
+        digest), other bytes are refused with DigestMismatch and nothing is published."""
         tmp_file = os.path.join(self.tmp, "import-%d-%s" % (os.getpid(), os.urandom(6).hex()))
         try:
-            if os.geteuid() in (0, os.stat(src).st_uid):
+            if link and os.geteuid() in (0, os.stat(src).st_uid):
                 self.link_or_copy(src, tmp_file)
             else:                       # another user's file: linking would chmod their inode
                 self._copy(src, tmp_file)
@@ -2152,11 +2152,21 @@ class Store:
             raise StoreError("%s: malformed %s (run `ramalama fsck`, or pull the model again)" % (path, REF_FILE))
         return Model(meta.get("ref", path), path, meta)
 
+    def find(self, ref: Ref):
+        """Our model for ref, else one ramalama 0.25 pulled into the same directory, else None."""
+        model = self.load(self.folder(ref)) if os.path.isdir(self.repos) else None
+        if model is None:
+            model = next((m for m in self.ramalama_models() if m.ref == str(ref)), None)
+        return model
+
     def get(self, ref: Ref) -> Model:
-        model = self.load(self.folder(ref))
+        model = self.find(ref)
         if model is None:
             raise NotFound("%s is not in the store (pull it first)" % (ref,))
         return model
+
+    def ramalama_models(self):
+        return ramalama_models(self.root)
 
     def models(self, broken: list = None):
         """Every model folder below repos/, in directory order. With a `broken` list, folders
@@ -2189,6 +2199,9 @@ class Store:
         exclusive store lock. Returns the bytes freed."""
         import shutil
         import tempfile
+        if model.meta.get("store") == "ramalama":
+            raise StoreError("%s is in ramalama's store, which this tool never changes; `ramalama rm` removes it"
+                             % model.ref)
         trash = tempfile.mkdtemp(prefix="rm-", dir=self.tmp)
         os.rename(model.path, os.path.join(trash, "m"))
         shutil.rmtree(trash, ignore_errors=True)
@@ -2305,6 +2318,57 @@ class Store:
 
 
 _NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+# -- models that ramalama 0.25 pulled into <root>/store/: read and adopted, never written
+
+RAMALAMA_ROLES = {"gguf": "model", "mmproj": "mmproj", "chat_template": "template"}
+
+
+def ramalama_name(source: str, path: str, tag: str) -> str:
+    """The name ramalama 0.25 lists a model under (its trim_model_name)."""
+    name = "%s%s%s:%s" % (source, ":///" if source == "file" else "://", path, tag)
+    if name.startswith("huggingface://"):
+        name = "hf://" + name[len("huggingface://"):]
+    if tag == "latest" and source not in ("ollama", "oci"):
+        name = name[:-len(":latest")]
+    return name
+
+
+def ramalama_models(root: str):
+    """The complete models in ramalama's store under `root`: <transport>/<path>/refs/<tag>.json
+    naming files in snapshots/<hash>/. Each is a Model whose path is the snapshot folder, with
+    meta["store"] = "ramalama" and digests unknown (its blob names are not always content
+    hashes). What cannot be read is skipped: ramalama's files are its own business."""
+    import json
+    base = os.path.join(root, "store")
+    for dirpath, dirnames, _files in os.walk(base):
+        if "refs" not in dirnames:
+            continue
+        dirnames[:] = []                               # a model folder: nothing below is a model
+        rel = os.path.relpath(dirpath, base).split(os.sep)
+        for tag_file in sorted(os.listdir(os.path.join(dirpath, "refs"))):
+            if not tag_file.endswith(".json") or len(rel) < 2:
+                continue
+            try:
+                with open(os.path.join(dirpath, "refs", tag_file), "rb") as f:
+                    ref_json = json.loads(f.read())
+                snapshot = os.path.join(dirpath, "snapshots", safe_relpath(str(ref_json["hash"])))
+                files = []
+                for entry in ref_json["files"]:
+                    path = os.path.join(snapshot, safe_relpath(entry["name"]))
+                    files.append({"name": entry["name"], "digest": "", "size": os.path.getsize(path),
+                                  "role": RAMALAMA_ROLES.get(entry.get("type"), "other")})
+                name = ramalama_name(rel[0], "/".join(rel[1:]), tag_file[:-len(".json")])
+                mtime = os.path.getmtime(os.path.join(dirpath, "refs", tag_file))
+            except (OSError, ValueError, KeyError, TypeError, FormatError, UsageError):
+                continue                               # partial, or not what 0.25 writes
+            try:
+                ref = str(parse_ref(name))
+            except RamalamaError:
+                ref = name
+            yield Model(ref, snapshot, {"ref": ref, "files": files, "pulled": mtime, "store": "ramalama",
+                                        "ramalama_name": name})
 
 
 def _ref_json_ok(meta) -> bool:
@@ -2980,10 +3044,15 @@ def hf_hub_cache(env: dict) -> str:
     return env.get("HF_HUB_CACHE") or os.path.join(hf_home(env), "hub")
 
 
-def cached_blob_paths(env: dict, digest: str):
-    """Where another tool may hold this blob: ollama's blobs/sha256-<hex>, and
-    huggingface_hub's models--org--repo/blobs/<hex> (an LFS file's etag is its sha256)."""
+def cached_blob_paths(env: dict, digest: str, root: str = None):
+    """Where another tool may hold this blob: ramalama 0.25's <root>/store/.../blobs/sha256-<hex>,
+    ollama's blobs/sha256-<hex>, and huggingface_hub's models--org--repo/blobs/<hex> (an LFS
+    file's etag is its sha256). Every candidate is verified before it is used."""
+    import glob
     hexdigest = parse_digest(digest)
+    if root:
+        yield from sorted(glob.glob(os.path.join(glob.escape(root), "store", "**", "blobs", "sha256-" + hexdigest),
+                                    recursive=True))
     for d in ollama_dirs(env):
         yield os.path.join(d, "blobs", "sha256-" + hexdigest)
     try:
@@ -2997,14 +3066,18 @@ def cached_blob_paths(env: dict, digest: str):
 def adopt_cached(ctx, digest: str, size: int = None) -> bool:
     """True when the store has the blob, or now has it from a local ollama store or Hugging
     Face cache: hardlinked (copied across filesystems) after its bytes hash to `digest`."""
+    import stat
     store = ctx.store
     if store.has_blob(digest):
         return True
-    for path in cached_blob_paths(ctx.env, digest):
+    ramalamas = os.path.join(store.root, "store") + os.sep
+    for path in cached_blob_paths(ctx.env, digest, store.root):
         try:
             if not os.path.isfile(path) or (size is not None and os.path.getsize(path) != size):
                 continue
-            store.import_file(path, expect=digest)
+            # ramalama's files are never changed: linked only when already read-only, else copied
+            mine = not path.startswith(ramalamas) or stat.S_IMODE(os.stat(path).st_mode) == 0o444
+            store.import_file(path, expect=digest, link=mine)
         except OSError as e:
             ctx.log("cannot reuse %s: %s" % (path, e.strerror or e))
             continue
@@ -3608,6 +3681,24 @@ def _write_bytes_atomic(path: str, data: bytes) -> None:
 
 TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci,
               "ollama": pull_ollama, "huggingface": pull_hf, "oci-layout": pull_layout, "oci-archive": pull_layout}
+
+
+def adopted(ctx, model: Model) -> Model:
+    """Our model for one of ramalama's (pushing and exporting need its digests): its files are
+    hashed into blobs/ (linked when already read-only, else copied: theirs are never changed)."""
+    import stat
+    if model.meta.get("store") != "ramalama":
+        return model
+    store = ctx.store.ensure()
+    files = []
+    with store.lock("store", shared=True):          # prune waits until the folder holds them
+        for f in model.files:
+            path = os.path.join(model.path, f.name)
+            hexdigest, size = store.import_file(path, link=stat.S_IMODE(os.stat(path).st_mode) == 0o444)
+            files.append(FileSpec(f.name, "sha256:" + hexdigest, size, f.role, ""))
+        adopted_model = store.publish_model(parse_ref(model.ref), files, {"adopted_from": model.meta["ramalama_name"]})
+    ctx.info("%s: adopted from ramalama's store" % model.ref)
+    return adopted_model
 
 
 def pull_model(ctx, ref: Ref) -> Model:
@@ -4583,13 +4674,17 @@ def shortname_of(model: Model, config: Config) -> str:
 
 
 def cmd_list(ctx) -> int:
+    """Our models and those ramalama 0.25 pulled into the same directory (marked as its)."""
     store = ctx.store
-    models = _sorted(list(store.models()) if store.exists() else [], ctx.args.sort, ctx.args.order)
+    ours = list(store.models()) if store.exists() else []
+    theirs = [m for m in store.ramalama_models() if m.ref not in {o.ref for o in ours}]    # adopted: once
+    models = _sorted(ours + theirs, ctx.args.sort, ctx.args.order)
     if ctx.args.json:                   # ramalama 0.25's keys and formats, then ours
         from datetime import datetime
         write_json(ctx.out, [{"name": m.ref, "shortname": shortname_of(m, ctx.config), "size": m.size,
                               "modified": datetime.fromtimestamp(m.meta.get("pulled", 0)).astimezone().isoformat(),
-                              "path": m.path, "damaged": m.meta.get("damaged", [])} for m in models])
+                              "path": m.path, "damaged": m.meta.get("damaged", []),
+                              "store": m.meta.get("store", "ramalama.pyz")} for m in models])
         return 0
     if ctx.quiet and not ctx.args.format:
         ctx.out.write("".join(tty_safe(m.ref) + "\n" for m in models))      # names only, as ramalama -q
@@ -4600,7 +4695,8 @@ def cmd_list(ctx) -> int:
             ctx.out.write(fill_template(ctx.args.format, {"name": m.ref, "size": str(m.size),
                                                           "modified": _iso(m.meta.get("pulled", 0))}) + "\n")
         return 0
-    rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else ""),
+    rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else "")
+             + (" (ramalama)" if m.meta.get("store") == "ramalama" else ""),
              human_age(now - m.meta.get("pulled", now)), human_size(m.size)] for m in models]
     print_table(ctx.out, ["NAME", "MODIFIED", "SIZE"], rows, ctx.args.noheading)
     return 0
@@ -4630,9 +4726,23 @@ def cmd_rm(ctx) -> int:
                     ctx.error(e)
                     failed = failed or e
         for model in {m.path: m for m in targets}.values():       # each folder once
-            freed = store.remove(model)
+            try:
+                freed = store.remove(model)
+            except StoreError as e:                 # one of ramalama's: never touched
+                ctx.error(e)
+                failed = failed or e
+                continue
             ctx.info("Removed %s%s" % (model.ref, " (freed %s)" % human_size(freed) if freed else ""))
+    if args.all:
+        _say_ramalamas_left_alone(ctx)
     return failed.exit_code if failed else 0
+
+
+def _say_ramalamas_left_alone(ctx) -> None:
+    theirs = sum(1 for _ in ctx.store.ramalama_models())
+    if theirs:
+        ctx.info("%d model%s in ramalama's store (%s) left alone: `ramalama rm` removes them"
+                 % (theirs, "" if theirs == 1 else "s", os.path.join(ctx.store.root, "store")))
 
 
 def cmd_inspect(ctx) -> int:
@@ -4771,6 +4881,7 @@ def cmd_fsck(ctx) -> int:
     with store.ensure().lock("store", shared=not ctx.args.repair,
                              on_wait=lambda: ctx.info("waiting for other ramalama commands to finish")):
         problems = store.fsck(ctx.args.repair, progress)
+    _say_ramalamas_left_alone(ctx)
     if ctx.args.json:
         import json
         write_json(ctx.out, {"problems": problems, "repaired": bool(ctx.args.repair and problems)})
@@ -4790,6 +4901,7 @@ def cmd_prune(ctx) -> int:
         return 0
     with store.ensure().lock("store", on_wait=lambda: ctx.info("waiting for running pulls to finish")):
         freed, nblobs, ntmp = store.prune()
+    _say_ramalamas_left_alone(ctx)
     ctx.out.write("Freed %s (%d unreferenced blob%s, %d temporary file%s)\n"
                   % (human_size(freed), nblobs, "" if nblobs == 1 else "s", ntmp, "" if ntmp == 1 else "s"))
     return 0
@@ -4825,7 +4937,7 @@ def cmd_push(ctx) -> int:
             not store.exists() or store.load(store.folder(source)) is None):
         pull_model(ctx, source)                 # local files and URLs are pulled on the way
     with store.ensure().lock("store", shared=True):
-        digest = push_model(ctx, store.get(source), target, args.type)
+        digest = push_model(ctx, adopted(ctx, store.get(source)), target, args.type)
     ctx.info("Pushed %s to %s" % (source, target))
     ctx.out.write(digest + "\n")
     return 0
@@ -4896,8 +5008,7 @@ def _runtime(ctx) -> str:
 def _model_for(ctx, text: str) -> Model:
     """The stored model, pulled first when it is not in the store yet."""
     ref = ctx.resolve(text)
-    store = ctx.store
-    model = store.load(store.folder(ref)) if store.exists() else None
+    model = ctx.store.find(ref)
     if model is None:
         if ctx.args.dryrun:
             raise NotFound("%s is not in the store (pull it first)" % (ref,))
@@ -5150,7 +5261,7 @@ def cmd_export(ctx) -> int:
     import json
     import shutil
     args, store = ctx.args, ctx.store
-    model = store.get(ctx.resolve(args.MODEL))
+    model = adopted(ctx, store.get(ctx.resolve(args.MODEL)))
     extra, tmpdir = {}, None
     try:
         if args.save_image:

@@ -4,6 +4,7 @@
   GET  /api/models/<repo>/tree/<rev>?recursive=true[&cursor=N]
                                               pages of {"type", "path", "size", "oid", "lfs"},
                                               Link: <next>; rel="next"
+  GET  /v2/<repo>/manifests/<tag>             llama.cpp's manifest: {"ggufFile": {rfilename, blobId, size}}
   HEAD/GET /<repo>/resolve/<rev>/<path>       LFS files: 302 to the CDN (a second server) with
                                               X-Repo-Commit, X-Linked-Etag, X-Linked-Size, ETag;
                                               small files: 200 with the git blob sha1 as ETag
@@ -111,6 +112,8 @@ class FakeHub:
         if self.fail_next:
             status = self.fail_next.pop(0)
             return self._send(h, status, b'{"error":"slow down"}', {"Retry-After": "0"}, head)
+        if path.startswith("/v2/") and "/manifests/" in path:
+            return self._gguf_manifest(h, path, head)
         api = path.startswith("/api/models/")
         rest = path[len("/api/models/"):] if api else path[1:]
         parts = rest.split("/")
@@ -158,6 +161,21 @@ class FakeHub:
             return self._send(h, 200, data, {"ETag": '"%s"' % git_blob_sha1(data), "X-Repo-Commit": commit,
                                              "Content-Type": "application/octet-stream"}, head)
         return self._error(h, 404, "EntryNotFound", "Not found", head)
+
+    def _gguf_manifest(self, h, path, head):
+        """The Hub's llama.cpp manifest (GET /v2/<repo>/manifests/<tag>, User-Agent llama-cpp):
+        the GGUF that the tag (a quant, or latest: Q4_K_M, else the first) picks, by blob id."""
+        name, _, tag = path[len("/v2/"):].partition("/manifests/")
+        repo = self.repos.get(name)
+        ggufs = sorted(p for p in (repo.files if repo else {}) if p.endswith(".gguf") and "mmproj" not in p)
+        if not ggufs:
+            return self._error(h, 404, "RepoNotFound", "Repository not found", head)
+        want = "Q4_K_M" if tag == "latest" else tag.upper()
+        pick = next((p for p in ggufs if want in p.upper()), ggufs[0])
+        data = repo.files[pick]
+        body = {"ggufFile": {"rfilename": pick, "blobId": "sha256:" + hashlib.sha256(data).hexdigest(),
+                             "size": len(data)}}
+        return self._send(h, 200, json.dumps(body).encode(), head=head)
 
     @staticmethod
     def _entry(repo: Repo, path: str) -> dict:

@@ -236,3 +236,57 @@ def test_container_flags_ramalama_accepts_reach_the_engine(cli, store, model_fil
     run_argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "run", "--network", "bridge", ref, "hi",
                                env_extra={"RAMALAMA_GPU": "nvidia"}))
     assert "--network=bridge" in run_argv and "--network=none" not in run_argv
+
+
+def tree_state(root: Path) -> dict:
+    """path -> (sha256, mode, link target) of everything below root: what 'unchanged' means."""
+    import hashlib
+    state = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else None
+        state[str(p.relative_to(root))] = (digest, st.st_mode, os.readlink(p) if p.is_symlink() else None)
+    return state
+
+
+def test_models_ramalama_pulled_are_used_adopted_and_never_changed(anchor, env, tmp_path, model_file, tiny_gguf,
+                                                                   llama_server):
+    import json
+    from hub import FakeHub, Repo
+    from conftest import sha256
+    cmd, _share = anchor
+    store = tmp_path / "shared-store"          # the directory both tools default to
+    with FakeHub() as hub:
+        hub.add("org/tiny-GGUF", Repo({"tiny-Q8_0.gguf": tiny_gguf.read_bytes()}))
+        run_env = dict(env, HF_ENDPOINT=hub.url, HOME=str(tmp_path / "home"),
+                       PATH=os.path.dirname(llama_server) + os.pathsep + env["PATH"])
+        for ref in ("file://%s" % model_file, "hf://org/tiny-GGUF"):
+            r = run(cmd + ["--store", store, "pull", ref], env=run_env, cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+        before = tree_state(store / "store")
+        cdn_before = len(hub.cdn.requests)
+
+        def ours(*argv):
+            return run([sys.executable, ROOT / "ramalama.py", "--store", store] + list(argv), env=run_env)
+        listed = ours("list").stdout
+        assert "hf://org/tiny-GGUF (ramalama)" in listed and "file://%s (ramalama)" % model_file in listed
+        rows = {m["name"]: m for m in json.loads(ours("list", "--json").stdout)}
+        assert rows["hf://org/tiny-GGUF"]["store"] == "ramalama"
+        facts = json.loads(ours("inspect", "--json", "hf://org/tiny-GGUF").stdout)
+        assert facts["architecture"] == "llama" and facts["path"].startswith(str(store / "store"))
+        r = ours("--nocontainer", "run", "--temp", "0", "--seed", "1", "hf://org/tiny-GGUF", "hello there")
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr       # llama-server ran ramalama's file
+        r = ours("pull", "hf://org/tiny-GGUF")                        # adopted: hash verified, nothing fetched
+        assert r.returncode == 0 and "reused from" in r.stderr, r.stderr
+        assert len(hub.cdn.requests) == cdn_before
+        assert sha256(tiny_gguf) in os.listdir(store / "blobs" / "sha256")
+        r = ours("export", "file://%s" % model_file, str(tmp_path / "out.tar"))
+        assert r.returncode == 0 and "adopted from ramalama's store" in r.stderr, r.stderr
+        for argv in (["rm", "--all"], ["prune"], ["fsck", "--repair"]):
+            r = ours(*argv)
+            assert r.returncode == 0 and "left alone" in r.stderr, (argv, r.stderr)
+        r = ours("rm", "hf://org/tiny-GGUF")
+        assert r.returncode == 1 and "ramalama's store" in r.stderr
+    assert tree_state(store / "store") == before               # not a byte, mode or link changed
+    theirs = run(cmd + ["--store", store, "-q", "list"], env=run_env, cwd=tmp_path).stdout.split()
+    assert sorted(theirs) == sorted(["file://%s" % model_file, "hf://org/tiny-GGUF"])
