@@ -75,7 +75,7 @@ def test_list_outputs(cli, tmp_path, tiny_gguf):
     assert table[1].split()[1:3] == ["Just", "now"]
     assert len(cli("list", "-n").out.splitlines()) == 2
     rows = json.loads(cli("ls", "--json").out)
-    assert [sorted(r) for r in rows] == [["damaged", "modified", "name", "path", "shortname", "size"]] * 2
+    assert [sorted(r) for r in rows] == [["damaged", "modified", "name", "path", "shortname", "size", "store"]] * 2
     assert rows[0]["size"] == tiny_gguf.stat().st_size + 6
     assert [r["name"] for r in json.loads(cli("list", "--json", "--sort", "modified").out)][0].endswith("a.gguf")
 
