@@ -3,7 +3,9 @@
 #
 # shiv (pinned) packs ramalama.py and vendor/ into a zipapp; the archive is then
 # rewritten to drop shiv's extracting bootstrap in favour of a plain zipimport
-# launcher plus a precompiled ramalama.pyc. Builds of the same commit are
+# launcher plus ramalama.py compiled by every CPython 3.9+ this machine has (pyenv's,
+# the system's, $PYTHON): one ramalama.<cache_tag>.pyc each, which the launcher picks
+# by sys.implementation.cache_tag. Builds of the same commit on the same machine are
 # byte-identical (SOURCE_DATE_EPOCH = time of the last commit).
 set -euo pipefail
 
@@ -48,20 +50,36 @@ find "$stage" -type f -exec chmod 0644 {} +
 "$PY" -m shiv --site-packages "$stage" -e ramalama:main -p '/usr/bin/env python3' \
     --reproducible -o "$tmp/shiv.pyz"
 
-"$PY" - "$tmp/shiv.pyz" "$stage/ramalama.py" "$tmp/ramalama.pyz" <<'PYEOF'
+# Compiled code for each CPython 3.9+ found, one per cache tag (3.11.2 and 3.11.7 share one).
+# Unchecked hash-based pycs: valid whatever the zip timestamps. Docstrings stripped (optimize=2).
+mkdir -p "$tmp/pyc"
+pythons=("$PY" /usr/bin/python3 /usr/local/bin/python3)
+pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+for p in "$pyenv_root"/versions/3.*/bin/python3; do pythons+=("$p"); done
+for p in "${pythons[@]}"; do
+    command -v "$p" >/dev/null 2>&1 || continue
+    "$p" - "$stage/ramalama.py" "$tmp/pyc" <<'PYEOF' 2>/dev/null || true
+import os, py_compile, sys
+if sys.version_info >= (3, 9) and sys.implementation.name == "cpython":
+    out = os.path.join(sys.argv[2], "ramalama.%s.pyc" % sys.implementation.cache_tag)
+    if not os.path.exists(out):
+        py_compile.compile(sys.argv[1], cfile=out, dfile="ramalama.pyz/site-packages/ramalama.py", doraise=True,
+                           optimize=2, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+PYEOF
+done
+
+"$PY" - "$tmp/shiv.pyz" "$tmp/pyc" "$tmp/ramalama.pyz" <<'PYEOF'
 """Replace shiv's extracting bootstrap with a zipimport launcher."""
 import os
-import py_compile
 import sys
-import tempfile
 import zipfile
 
-src, module_py, dst = sys.argv[1:]
+src, pyc_dir, dst = sys.argv[1:]
 
 LAUNCHER = b'''\
-# ramalama.pyz launcher. Nothing is extracted: zipimport loads the pure-Python code
-# (ramalama.pyc when it matches this Python, else ramalama.py) from this archive, once
-# (a plain import unmarshals it twice: find_spec asks get_filename, which loads it too).
+# ramalama.pyz launcher. Nothing is extracted: the code is read from this archive once, the
+# ramalama.<cache_tag>.pyc compiled for this Python when there is one whose magic number
+# matches, else ramalama.py compiled now.
 import os
 import sys
 
@@ -69,12 +87,22 @@ if sys.version_info < (3, 9):
     sys.stderr.write("ramalama.pyz needs Python 3.9 or newer; this is Python %s (%s)\\n"
                      % (".".join(str(n) for n in sys.version_info[:3]), sys.executable))
     sys.exit(1)
-import types, zipimport  # noqa: E401,E402
+import marshal, types, zipimport  # noqa: E401,E402
+from _frozen_importlib_external import MAGIC_NUMBER  # noqa: E402 - frozen: costs nothing
 packages = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site-packages")
 sys.path.insert(0, packages)
 ramalama = sys.modules["ramalama"] = types.ModuleType("ramalama")
 ramalama.__file__, ramalama.__loader__ = os.path.join(packages, "ramalama.py"), zipimport.zipimporter(packages)
-exec(ramalama.__loader__.get_code("ramalama"), ramalama.__dict__)
+ramalama.__cached__ = os.path.join(packages, "ramalama.%s.pyc" % sys.implementation.cache_tag)
+try:
+    data = ramalama.__loader__.get_data(ramalama.__cached__)
+    if data[:4] != MAGIC_NUMBER:
+        raise OSError("compiled by another Python")
+    code = marshal.loads(memoryview(data)[16:])
+except OSError:
+    ramalama.__cached__ = None
+    code = compile(ramalama.__loader__.get_data(ramalama.__file__), ramalama.__file__, "exec", optimize=2)
+exec(code, ramalama.__dict__)
 sys.exit(ramalama.main())
 '''
 
@@ -96,16 +124,12 @@ with zipfile.ZipFile(src) as zin:
         elif not (name.startswith("_bootstrap/") or name == "__main__.py"):
             sys.exit("build.sh: unexpected entry in shiv output: " + name)
 
-# Unchecked hash-based pyc: valid whatever the zip timestamps; zipimport skips it
-# (bad magic number) on other Python versions and compiles ramalama.py instead.
-# Docstrings stripped (optimize=2) and stored uncompressed: half the start-up cost.
-with tempfile.TemporaryDirectory() as d:
-    pyc = os.path.join(d, "ramalama.pyc")
-    py_compile.compile(module_py, cfile=pyc, dfile="ramalama.pyz/site-packages/ramalama.py",
-                       doraise=True, optimize=2,
-                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    with open(pyc, "rb") as f:
-        entries["site-packages/ramalama.pyc"] = f.read()
+# The pycs are stored uncompressed: half the start-up cost.
+for name in sorted(os.listdir(pyc_dir)):
+    with open(os.path.join(pyc_dir, name), "rb") as f:
+        entries["site-packages/" + name] = f.read()
+if not entries.keys() & {"site-packages/ramalama.%s.pyc" % sys.implementation.cache_tag}:
+    sys.exit("build.sh: no compiled code for the building Python")
 entries["__main__.py"] = LAUNCHER
 
 with open(dst, "wb") as f:

@@ -4849,7 +4849,8 @@ def cmd_info(ctx) -> int:
         "Version": __version__,
         # ours
         "version": __version__,
-        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "python": {"version": platform.python_version(), "executable": sys.executable,
+                   "code": globals().get("__cached__")},        # the archive's pyc for this Python, if used
         "platform": platform.platform(),
         "store": dict(path=store.root, **found),
         "config": {"files": config.files, "unknown_keys": config.unknown_keys(), "settings": settings},
