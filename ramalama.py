@@ -4662,15 +4662,15 @@ def _sorted(models: list, by: str, order: str = None) -> list:
     return sorted(models, key=key, reverse=(order or ("asc" if by == "name" else "desc")) == "desc")
 
 
-def shortname_of(model: Model, config: Config) -> str:
-    """The shortname (the first in name order) that resolves to this model, as ramalama's list shows it."""
-    for name, target in sorted(config.shortnames.items()):
+def shortnames_by_model(config: Config) -> dict:
+    """{model reference: its shortname} (the first in name order), as ramalama's list shows them."""
+    found = {}
+    for name, target in sorted(config.shortnames.items(), reverse=True):
         try:
-            if str(parse_ref(target)) == model.ref:
-                return name
+            found[str(parse_ref(target))] = name
         except RamalamaError:
             continue
-    return ""
+    return found
 
 
 def cmd_list(ctx) -> int:
@@ -4681,7 +4681,8 @@ def cmd_list(ctx) -> int:
     models = _sorted(ours + theirs, ctx.args.sort, ctx.args.order)
     if ctx.args.json:                   # ramalama 0.25's keys and formats, then ours
         from datetime import datetime
-        write_json(ctx.out, [{"name": m.ref, "shortname": shortname_of(m, ctx.config), "size": m.size,
+        short = shortnames_by_model(ctx.config)
+        write_json(ctx.out, [{"name": m.ref, "shortname": short.get(m.ref, ""), "size": m.size,
                               "modified": datetime.fromtimestamp(m.meta.get("pulled", 0)).astimezone().isoformat(),
                               "path": m.path, "damaged": m.meta.get("damaged", []),
                               "store": m.meta.get("store", "ramalama.pyz")} for m in models])
@@ -5224,8 +5225,8 @@ def cmd_containers(ctx) -> int:
         if not engine:
             raise RamalamaError("no container engine (podman or docker) found")
         argv = ["ps", "--filter", "label=" + LABEL, "--format", args.format]
-        ctx.out.write(_engine_out(ctx, engine, *(argv + ["-a"] * bool(args.all) + ["--no-trunc"] * bool(args.no_trunc)))
-                      + "\n")
+        listed = _engine_out(ctx, engine, *(argv + ["-a"] * bool(args.all) + ["--no-trunc"] * bool(args.no_trunc)))
+        ctx.out.write(listed + "\n" if listed else "")
         return 0
     rows = _our_containers(ctx, every=args.all)
     if args.json:

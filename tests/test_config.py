@@ -110,6 +110,8 @@ def test_cli_resolves_shortnames(cli, tmp_path, model_file):
     write(tmp_path / "home" / ".config" / "ramalama" / "shortnames.conf",
           '[shortnames]\n"tiny" = "file://%s"\n' % model_file)
     assert cli("pull", "tiny").code == 0
+    import json
+    assert [m["shortname"] for m in json.loads(cli("list", "--json").out)] == ["tiny"]   # as ramalama's list
     r = cli("list", "--noheading")
     assert r.out.split()[0] == "file://%s" % model_file
     assert cli("rm", "tiny").code == 0
