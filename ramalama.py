@@ -3347,6 +3347,26 @@ def pull_oci(ctx, ref: Ref) -> tuple:
     return pull_from_registry(ctx, ref, reg, found)
 
 
+def _from_engine_image(ctx, ref: Ref, digest: str):
+    """(files, meta) copied out of the image ramalama pulled into podman with the manifest
+    `digest` (podman verified that manifest and its layers), or None when there is none."""
+    wanted = "%s/%s@%s" % (ref.host, ref.name, digest)
+    model = next((m for m in engine_models(ctx) if wanted in m.meta["repo_digests"]), None)
+    if model is None:
+        return None
+    models_dir = mount_image(ctx, model)
+    try:
+        path = os.path.realpath(os.path.join(models_dir, "model.file"))
+        if not path.startswith(os.path.realpath(models_dir) + os.sep) or not os.path.isfile(path):
+            return None                          # not a ramalama image we understand: pull it
+        hexdigest, size = ctx.store.ensure().import_file(path, link=False)
+    finally:
+        unmount_image(ctx, model)
+    name = os.path.basename(path)
+    ctx.info("%s: taken from the image ramalama pulled (%s); no layer downloaded" % (ref, model.meta["image"][:12]))
+    return [FileSpec(name, "sha256:" + hexdigest, size, file_role(name), "")], {"manifest_digest": digest}
+
+
 def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
     """Given a manifest (choosing from an index), fetch each layer: raw
     layers are the files themselves (skipped when stored, hardlinked from an ollama or Hugging
@@ -3360,6 +3380,9 @@ def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
     if old and old.meta.get("manifest_digest") == digest and all(store.has_blob(f.digest) for f in old.files):
         ctx.info("%s: up to date" % (ref,))
         return old.files, {k: old.meta[k] for k in ("manifest_digest", "format", "layers") if k in old.meta}
+    from_image = _from_engine_image(ctx, ref, digest) if ref.transport == "oci" else None
+    if from_image:                        # ramalama pulled this very manifest as an image: no layer moves
+        return from_image
     fmt, plans = plan_layers(manifest)
     run_downloads(ctx, [lambda dl, p=p: reg.download(ref.name, p.desc, p.name, downloader=dl) for p in plans
                         if p.kind == "raw" and not adopt_cached(ctx, p.desc["digest"], p.desc["size"])])
@@ -3970,7 +3993,10 @@ def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: l
         argv += (network or ["--network=none"]) + [
             "--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR)]
     for src, dst in mounts:
-        argv.append("--mount=type=bind,src=%s,destination=%s,ro=true" % (src, dst))
+        if src.startswith("image:"):            # a model ramalama keeps as an image
+            argv.append("--mount=type=image,source=%s,destination=%s" % (src[len("image:"):], dst))
+        else:
+            argv.append("--mount=type=bind,src=%s,destination=%s,ro=true" % (src, dst))
     if "none" not in devices:                    # --device none: no GPU and no other device
         argv += gpu_devices(engine, gpu, host_env)
         for dev in devices:
@@ -4024,11 +4050,12 @@ def detect_gpu(env: dict, exists=os.path.exists, which=None, vendors=None) -> st
     return "intel" if "0x8086" in vendors else "none"
 
 
-def find_engine(ctx) -> str:
+def find_engine(ctx, to_run: bool = True) -> str:
     """The container engine to use: --engine, RAMALAMA_CONTAINER_ENGINE, config, else podman,
-    else docker; '' means natively (--nocontainer, or config container = false)."""
+    else docker; '' means natively (--nocontainer, or config container = false), unless the
+    engine is wanted for its image store rather than to run containers (to_run False)."""
     import shutil
-    if getattr(ctx.args, "nocontainer", False) or ctx.config.get("container") is False:
+    if to_run and (getattr(ctx.args, "nocontainer", False) or ctx.config.get("container") is False):
         return ""
     chosen = ctx.args.engine or ctx.config.get("engine")
     if chosen:
@@ -4144,6 +4171,65 @@ def _engine_digest(engine: str, ref: Ref, env: dict):
         if repo.split("/", 1)[-1] in (ref.name, "library/" + ref.name) or repo.endswith("/" + ref.name):
             return digest if digest.startswith("sha256:") else None
     return None
+
+
+# -- models ramalama 0.25 pulled as images into podman's store (label org.containers.type)
+
+def engine_models(ctx, to_run: bool = False) -> list:
+    """Models that ramalama keeps as images in podman's store, as Models whose path is None and
+    meta["image"] the image ID; with to_run, none under --nocontainer (as ramalama's list).
+    Asked only where ramalama is installed: listing images costs a podman process."""
+    import json
+    import shutil
+    import subprocess
+    engine = find_engine(ctx, to_run)
+    if not engine or engine_kind(engine) != "podman" or not shutil.which("ramalama", path=ctx.env.get("PATH")):
+        return []
+    proc = subprocess.run([engine, "images", "--filter", "label=org.containers.type", "--format", "json"],
+                          capture_output=True, text=True, env=ctx.env)
+    try:
+        images = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
+    except ValueError:
+        return []
+    models = []
+    for image in images if isinstance(images, list) else []:
+        for name in image.get("Names") or []:
+            try:
+                ref = str(parse_ref("oci://" + name))
+            except RamalamaError:
+                continue
+            models.append(Model(ref, None, {
+                "ref": ref, "store": "ramalama-image", "image": image.get("Id", ""), "pulled": image.get("Created", 0),
+                "repo_digests": image.get("RepoDigests") or [],
+                "files": [{"name": "model.file", "digest": "", "size": image.get("Size", 0), "role": "model"}]}))
+    return models
+
+
+def mount_image(ctx, model: Model) -> str:
+    """The image's /models directory on this host (podman image mount; root only)."""
+    return os.path.join(_engine_out(ctx, find_engine(ctx, False), "image", "mount", model.meta["image"]), "models")
+
+
+def unmount_image(ctx, model: Model) -> None:
+    import subprocess
+    subprocess.run([find_engine(ctx, False), "image", "unmount", model.meta["image"]], capture_output=True,
+                   env=ctx.env)
+
+
+def find_model(ctx, ref: Ref):
+    """The model for ref: ours, else one ramalama pulled into the same store directory, else one
+    it keeps as an image in podman; None when there is none."""
+    model = ctx.store.find(ref)
+    if model is None and ref.transport == "oci":
+        model = next((m for m in engine_models(ctx) if m.ref == str(ref)), None)
+    return model
+
+
+def get_model(ctx, ref: Ref) -> Model:
+    model = find_model(ctx, ref)
+    if model is None:
+        raise NotFound("%s is not in the store (pull it first)" % (ref,))
+    return model
 
 
 # -- the OpenAI-compatible endpoint: health and chat, over TCP or a unix socket
@@ -4677,7 +4763,8 @@ def cmd_list(ctx) -> int:
     """Our models and those ramalama 0.25 pulled into the same directory (marked as its)."""
     store = ctx.store
     ours = list(store.models()) if store.exists() else []
-    theirs = [m for m in store.ramalama_models() if m.ref not in {o.ref for o in ours}]    # adopted: once
+    theirs = [m for m in list(store.ramalama_models()) + engine_models(ctx, to_run=True)
+              if m.ref not in {o.ref for o in ours}]                          # adopted ones: once
     models = _sorted(ours + theirs, ctx.args.sort, ctx.args.order)
     if ctx.args.json:                   # ramalama 0.25's keys and formats, then ours
         from datetime import datetime
@@ -4697,7 +4784,7 @@ def cmd_list(ctx) -> int:
                                                           "modified": _iso(m.meta.get("pulled", 0))}) + "\n")
         return 0
     rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else "")
-             + (" (ramalama)" if m.meta.get("store") == "ramalama" else ""),
+             + {"ramalama": " (ramalama)", "ramalama-image": " (ramalama, podman image)"}.get(m.meta.get("store"), ""),
              human_age(now - m.meta.get("pulled", now)), human_size(m.size)] for m in models]
     print_table(ctx.out, ["NAME", "MODIFIED", "SIZE"], rows, ctx.args.noheading)
     return 0
@@ -4747,7 +4834,16 @@ def _say_ramalamas_left_alone(ctx) -> None:
 
 
 def cmd_inspect(ctx) -> int:
-    model = ctx.store.get(ctx.resolve(ctx.args.MODEL))
+    model = get_model(ctx, ctx.resolve(ctx.args.MODEL))
+    if model.meta.get("store") == "ramalama-image":        # read from the image, mounted for the while
+        try:
+            return _inspect(ctx, model._replace(path=mount_image(ctx, model)))
+        finally:
+            unmount_image(ctx, model)
+    return _inspect(ctx, model)
+
+
+def _inspect(ctx, model: Model) -> int:
     main_file = model.model_file()
     facts = {"name": model.ref, "path": model.path,
              "files": [dict(f._asdict()) for f in model.files], "pulled": _iso(model.meta.get("pulled", 0))}
@@ -5010,7 +5106,7 @@ def _runtime(ctx) -> str:
 def _model_for(ctx, text: str) -> Model:
     """The stored model, pulled first when it is not in the store yet."""
     ref = ctx.resolve(text)
-    model = ctx.store.find(ref)
+    model = find_model(ctx, ref)
     if model is None:
         if ctx.args.dryrun:
             raise NotFound("%s is not in the store (pull it first)" % (ref,))
@@ -5046,11 +5142,13 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         name = ctx.args.name or "ramalama-" + os.urandom(4).hex()
         labels = {LABEL: "true", LABEL + ".model": model.ref, LABEL + ".runtime": runtime,
                   LABEL + ".url": endpoint if sock else endpoint + "/v1"}
+        as_image = model.meta.get("store") == "ramalama-image"
         opts = serve_options(ctx, model, runtime, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0",
-                             port, gpu, CONTAINER_MODELS)
+                             port, gpu, "/mnt/image/models" if as_image else CONTAINER_MODELS)
+        mounts = [("image:" + model.meta["image"], "/mnt/image")] if as_image else model_mounts(model)
         image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
         publish = None if sock else ("%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port))
-        argv = container_argv(engine_kind(engine), engine, image, opts, model_mounts(model), name=name,
+        argv = container_argv(engine_kind(engine), engine, image, opts, mounts, name=name,
                               labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
                               socket_dir=socket_dir, env_names=(key_var,) if key else (),
                               accel=accel_env(ctx.env), host_env=ctx.env,
@@ -5063,12 +5161,39 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         except EngineError as e:
             ctx.warn("%s; running natively instead" % e)
     env.update(e.partition("=")[::2] for e in getattr(ctx.args, "env", None) or [] if "=" in e)
+    if model.meta.get("store") == "ramalama-image":
+        return _start_native_from_image(ctx, model, runtime, sock or host, port, gpu, endpoint, socket_dir, env, key)
     argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, model.path))
     if ctx.args.dryrun:
         ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
         return None
     log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
     return start_native(argv, endpoint, log_path, env, key)
+
+
+def _start_native_from_image(ctx, model, runtime, host, port, gpu, endpoint, socket_dir, env, key):
+    """Natively, a model ramalama keeps as an image runs from the image mounted on this host,
+    unmounted when the server stops."""
+    import shlex
+    root = mount_image(ctx, model)
+    server = None
+    try:
+        argv = runtime_argv(serve_options(ctx, model, runtime, host, port, gpu, root))
+        if ctx.args.dryrun:
+            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            return None
+        log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
+        server = start_native(argv, endpoint, log_path, env, key)
+    finally:
+        if server is None:
+            unmount_image(ctx, model)
+    stop = server.stop
+
+    def stop_and_unmount():
+        stop()
+        unmount_image(ctx, model)
+    server.stop = stop_and_unmount
+    return server
 
 
 def _api_key(ctx):

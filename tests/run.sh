@@ -20,6 +20,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v pgrep >/dev/null || need+=(procps)
 [ -x /usr/sbin/squid ] || need+=(squid)
+command -v busybox >/dev/null || need+=(busybox-static)     # a base image for ramalama's push
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

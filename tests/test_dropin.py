@@ -181,9 +181,9 @@ def test_command_lines_scripts_use_give_what_scripts_read(anchor, env, tmp_path,
         assert a.returncode != 2 and b.returncode == 0, (argv, a.stderr[-500:], b.stderr[-500:])
         return a, b
     both("pull", ref)
-    a, b = both("-q", "list")
+    a, b = both("--nocontainer", "-q", "list")              # the store only: not whatever podman holds
     assert a.stdout == b.stdout == ref + "\n"
-    a, b = both("list", "--json")
+    a, b = both("--nocontainer", "list", "--json")
     theirs, ours = json.loads(a.stdout)[0], json.loads(b.stdout)[0]
     assert set(theirs) <= set(ours)
     assert {k: type(v) for k, v in theirs.items()} == {k: type(ours[k]) for k in theirs}
@@ -290,3 +290,77 @@ def test_models_ramalama_pulled_are_used_adopted_and_never_changed(anchor, env, 
     assert tree_state(store / "store") == before               # not a byte, mode or link changed
     theirs = run(cmd + ["--store", store, "-q", "list"], env=run_env, cwd=tmp_path).stdout.split()
     assert sorted(theirs) == sorted(["file://%s" % model_file, "hf://org/tiny-GGUF"])
+
+
+PODMAN_BUILD_WRAPPER = """#!/bin/sh
+# podman 4.3's build refuses --security-opt=no-new-privileges, which ramalama always passes
+if [ "$1" = build ]; then
+    for a in "$@"; do shift; [ "$a" = "--security-opt=no-new-privileges" ] || set -- "$@" "$a"; done
+fi
+exec /usr/bin/podman "$@"
+"""
+
+
+def test_models_ramalama_keeps_as_podman_images(anchor, env, tmp_path, model_file, llama_server):
+    """ramalama 0.25 pushes a model as an image (on a base image made here) to a real TLS
+    registry and pulls it into podman: we list, inspect and run it from the image, and our own
+    pull of the same reference takes it from the image instead of downloading a layer."""
+    import json
+    import tarfile
+    from registry import RegistryServer
+    from runtime import podman_env
+    from conftest import sha256
+    cmd, _share = anchor
+    require("podman", shutil.which("podman"))
+    busybox = require("busybox (apt-get install busybox-static)", shutil.which("busybox"))
+    penv = podman_env(tmp_path / "podman")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "podman").write_text(PODMAN_BUILD_WRAPPER)
+    (bindir / "podman").chmod(0o755)
+    os.symlink(cmd[1], bindir / "ramalama")              # ramalama installed, as on such a host
+    base = tmp_path / "base.tar"
+    with tarfile.open(base, "w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for tool in ("sh", "ln"):
+            link = tarfile.TarInfo("bin/" + tool)
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    images = []
+    with RegistryServer(tmp_path / "reg", tls=True) as reg:
+        run_env = dict(env, **penv, HOME=str(tmp_path / "home"), SSL_CERT_FILE=str(reg.ca),
+                       RAMALAMA_CARIMAGE="localhost/ramalama-test-base:1",
+                       PATH="%s:%s:%s" % (bindir, os.path.dirname(llama_server), env["PATH"]))
+        target = "oci://%s/dropin/tiny:1" % reg.host
+        images = ["localhost/ramalama-test-base:1", target[len("oci://"):]]
+        try:
+            assert run(["podman", "import", "-q", base, images[0]], env=run_env).returncode == 0
+            ref = "file://%s" % model_file
+            for argv in (["pull", ref], ["push", "--tls-verify=false", "--type", "raw", ref, target],
+                         ["rm", ref], ["pull", "--tls-verify=false", target]):
+                r = run(cmd + ["--store", tmp_path / "theirs"] + argv, env=run_env, cwd=tmp_path)
+                assert r.returncode == 0, (argv, r.stderr[-2000:])
+            store = tmp_path / "ours"
+
+            def ours(*argv):
+                return run([sys.executable, ROOT / "ramalama.py", "--store", store, "--engine", "podman"] + list(argv),
+                           env=run_env)
+            assert "%s (ramalama, podman image)" % target in ours("list").stdout
+            facts = json.loads(ours("inspect", "--json", target).stdout)
+            assert facts["architecture"] == "llama"
+            r = ours("--nocontainer", "run", "--temp", "0", "--seed", "1", target, "hello there")
+            assert r.returncode == 0 and r.stdout.strip(), r.stderr           # llama-server ran the image's file
+            r = ours("--dryrun", "serve", "--image", "quay.io/x/y@" + DIGEST, target)
+            assert r.returncode == 0, r.stderr
+            argv = shlex.split(r.stdout.strip().splitlines()[-1])
+            assert any(a.startswith("--mount=type=image,source=") and a.endswith(",destination=/mnt/image")
+                       for a in argv)
+            assert flag(argv, "--model") == "/mnt/image/models/model.file"
+            r = ours("pull", "--tls-verify=false", target)
+            assert r.returncode == 0 and "no layer downloaded" in r.stderr, r.stderr
+            assert sha256(model_file) in os.listdir(store / "blobs" / "sha256")
+            assert "%s (ramalama" % target not in ours("list").stdout              # ours now: listed once
+        finally:
+            run(["podman", "rmi", "-f"] + images, env=run_env)
+            dangling = run(["podman", "images", "-q", "--filter", "dangling=true"], env=run_env).stdout.split()
+            run(["podman", "rmi", "-f"] + dangling, env=run_env)
