@@ -2137,12 +2137,19 @@ class Store:
         turn into a path or a number is checked here, so a damaged .ref.json is one error."""
         import json
         try:
-            with open(os.path.join(path, REF_FILE), "rb") as f:
-                meta = json.loads(f.read())
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            fd = os.open(path + "/" + REF_FILE, os.O_RDONLY)   # os.open: `list` does this for every folder
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise StoreError("%s: unreadable %s: %s" % (path, REF_FILE, e.strerror or e))
+        try:
+            meta = json.loads(_read_fd(fd))
+        except IsADirectoryError:
             return None
         except (OSError, ValueError, RecursionError) as e:
             raise StoreError("%s: unreadable %s: %s" % (path, REF_FILE, e))
+        finally:
+            os.close(fd)
         version = meta.get("version") if isinstance(meta, dict) else None
         if isinstance(version, int) and version > REF_VERSION:
             raise StoreError("%s was written by a newer ramalama.pyz (layout version %s)" % (path, version))
@@ -2369,6 +2376,15 @@ def ramalama_models(root: str):
                 ref = name
             yield Model(ref, snapshot, {"ref": ref, "files": files, "pulled": mtime, "store": "ramalama",
                                         "ramalama_name": name})
+
+
+def _read_fd(fd: int, size: int = 1 << 16) -> bytes:
+    """All of a small regular file (a .ref.json) from an open descriptor: one read when it is
+    shorter than `size` (a read of a regular file stops short only at its end)."""
+    chunks = [os.read(fd, size)]
+    while len(chunks[-1]) == size:
+        chunks.append(os.read(fd, size))
+    return b"".join(chunks)
 
 
 def _ref_json_ok(meta) -> bool:
