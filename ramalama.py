@@ -3402,16 +3402,30 @@ def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
     fmt, plans = plan_layers(manifest)
     run_downloads(ctx, [lambda dl, p=p: reg.download(ref.name, p.desc, p.name, downloader=dl) for p in plans
                         if p.kind == "raw" and not adopt_cached(ctx, p.desc["digest"], p.desc["size"])])
+
+    def unpack(plan) -> list:
+        unpacked = []
+        reg.download(ref.name, plan.desc, plan.name or "layer " + plan.desc["digest"][7:19],
+                     consume=lambda path, _hex: unpacked.extend(unpack_layer(
+                         store, path, plan.kind.endswith("gzip"), plan.kind.startswith("image"))))
+        return unpacked
+    files, layers = assemble_files(ref, plans, unpack)
+    return files, {"manifest_digest": digest, "format": fmt, "layers": layers}
+
+
+def assemble_files(ref: Ref, plans: list, unpack) -> tuple:
+    """A model's files from its layer plans, the same whatever the source (a registry, a layout):
+    a raw layer is a file (its blob already stored); a tar layer's files, from unpack(plan) as
+    (name, hex, size, role), keep the layer's annotated name when it holds one file and sit
+    below that name when it holds several. No files, or one name twice, is refused. Returns
+    (files, {tar layer digest: the digests of its files})."""
     files, layers = [], {}
     for plan in plans:
         desc = plan.desc
         if plan.kind == "raw":
             files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
             continue
-        unpacked = []
-        reg.download(ref.name, desc, plan.name or "layer " + desc["digest"][7:19],
-                     consume=lambda path, _hex, kind=plan.kind: unpacked.extend(
-                         unpack_layer(store, path, kind.endswith("gzip"), kind.startswith("image"))))
+        unpacked = unpack(plan)
         prefix = (plan.name + "/") if plan.name and len(unpacked) > 1 else ""
         for name, hexdigest, size, role in unpacked:
             if len(unpacked) == 1 and plan.name:
@@ -3424,7 +3438,7 @@ def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
     names = [f.name for f in files]
     if len(set(names)) != len(names):
         raise FormatError("%s names the same file twice" % (ref,))
-    return files, {"manifest_digest": digest, "format": fmt, "layers": layers}
+    return files, layers
 
 
 def modelpack_manifest(model: Model, facts: dict) -> tuple:
@@ -3637,24 +3651,21 @@ def pull_layout(ctx, ref: Ref) -> tuple:
         digest = choose_manifest(manifest)["digest"]
         manifest = _load_json(layout.blob(digest), "manifest in %s" % ref.name)
     fmt, plans = plan_layers(manifest)
-    files, origin = [], None
+    origin = None
     cfg = manifest.get("config") or {}
     if cfg.get("mediaType") == MODELPACK_CONFIG:
         origin = (_load_json(layout.blob(cfg["digest"]), "model config").get("descriptor") or {}).get("name")
     for plan in plans:
-        desc = plan.desc
-        if plan.kind == "raw":
-            if not store.has_blob(desc["digest"]):
-                layout.into_store(store, desc["digest"])
-            files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
-            continue
+        if plan.kind == "raw" and not store.has_blob(plan.desc["digest"]):
+            layout.into_store(store, plan.desc["digest"])
+
+    def unpack(plan) -> list:
         unpacked = []
-        layout.into_store(store, desc["digest"], consume=lambda path, kind=plan.kind: unpacked.extend(
-            unpack_layer(store, path, kind.endswith("gzip"), kind.startswith("image"))))
-        for name, hexdigest, size, role in unpacked:
-            files.append(FileSpec(plan.name if len(unpacked) == 1 and plan.name else name, "sha256:" + hexdigest,
-                                  size, plan.role or role, desc.get("mediaType", "")))
-    meta = {"manifest_digest": digest, "format": fmt, "source": ref.name}
+        layout.into_store(store, plan.desc["digest"], consume=lambda path: unpacked.extend(
+            unpack_layer(store, path, plan.kind.endswith("gzip"), plan.kind.startswith("image"))))
+        return unpacked
+    files, layers = assemble_files(ref, plans, unpack)
+    meta = {"manifest_digest": digest, "format": fmt, "source": ref.name, "layers": layers}
     if isinstance(origin, str):
         meta["exported_from"] = origin
     return files, meta

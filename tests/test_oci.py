@@ -334,3 +334,20 @@ def test_bearer_token_with_credentials_from_a_helper(cli, store, tiny_gguf, env,
     assert (tmp_path / "stdin").read_text() == host
     assert "hunter22" not in r.err
     assert all(r["headers"].get("authorization") in (None, "Bearer t0k") for r in origin.requests)
+
+
+def test_a_layout_and_a_registry_give_the_same_files(cli, store, registry, tiny_gguf, tmp_path, skopeo):
+    """One artifact, two sources: a multi-file tar layer sits below its annotated name either way."""
+    gguf = tiny_gguf.read_bytes()
+    layout = tmp_path / "bundle"
+    write_layout(layout, "1", ("application/vnd.cncf.model.config.v1+json", MODELPACK_CONFIG),
+                 [("application/vnd.cncf.model.weight.v1.tar", tar_layer({"tiny.gguf": gguf, "extra.gguf": gguf + b"x"}),
+                   {"org.cncf.model.filepath": "bundle"})],
+                 artifact_type="application/vnd.cncf.model.manifest.v1+json")
+    skopeo_copy(layout, "1", registry.host, "same/bundle")
+    names = []
+    for ref in ("oci-layout:%s:1" % layout, "oci://%s/same/bundle:1" % registry.host):
+        assert cli("pull", ref).code == 0
+        info = json.loads(cli("inspect", "--json", ref).out)
+        names.append(sorted(f["name"] for f in info["files"]))
+    assert names[0] == names[1] == ["bundle/extra.gguf", "bundle/tiny.gguf"]
