@@ -1936,15 +1936,37 @@ def _hash_prefix(path: str, length: int, h) -> None:
             left -= len(data)
 
 
+class atomic_file:
+    """`with atomic_file(path) as f:` writes PATH.<pid>.tmp (created with `mode`), then renames
+    it over `path`: readers see the old file or the whole new one, and a failure leaves no
+    temporary file. `text` opens it for str."""
+
+    def __init__(self, path: str, mode: int = 0o644, text: bool = False, fsync: bool = False):
+        self.path, self.mode, self.text, self.fsync = path, mode, text, fsync
+        self.tmp = "%s.%d.tmp" % (path, os.getpid())
+
+    def __enter__(self):
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode)
+        self.file = os.fdopen(fd, "w" if self.text else "wb")
+        return self.file
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None and self.fsync:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            _unlink_quiet(self.tmp)
+
+
 def _write_json_atomic(path: str, obj, fsync: bool = False) -> None:
     import json
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as f:
+    with atomic_file(path, text=True, fsync=fsync) as f:
         json.dump(obj, f, indent=1, sort_keys=True)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _unlink_quiet(path: str) -> None:
@@ -2614,11 +2636,8 @@ def write_auth_entry(path: str, host: str, user: str = None, secret: str = None)
     else:
         auths[host] = {"auth": base64.b64encode(("%s:%s" % (user, secret)).encode()).decode()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with atomic_file(path, mode=0o600, text=True) as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)
     return True
 
 
@@ -3691,26 +3710,20 @@ def export_layout(store: Store, model: Model, path: str, tag: str, extra: dict =
     big.update(extra or {})
     if path.endswith(".tar"):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        try:
-            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-                for name in ("blobs", "blobs/sha256"):
-                    info = tarfile.TarInfo(name)
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                for name, data in sorted(small.items()):
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mode = len(data), 0o644
-                    tar.addfile(info, io.BytesIO(data))
-                for name, src in sorted(big.items()):
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mode = os.path.getsize(src), 0o644
-                    with open(src, "rb") as f:
-                        tar.addfile(info, f)
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
+        with atomic_file(path) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name in ("blobs", "blobs/sha256"):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            for name, data in sorted(small.items()):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+            for name, src in sorted(big.items()):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = os.path.getsize(src), 0o644
+                with open(src, "rb") as f:
+                    tar.addfile(info, f)
         return digest
     os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
     for name, src in sorted(big.items()):
@@ -3723,10 +3736,8 @@ def export_layout(store: Store, model: Model, path: str, tag: str, extra: dict =
 
 
 def _write_bytes_atomic(path: str, data: bytes) -> None:
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         f.write(data)
-    os.replace(tmp, path)
 
 
 TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci,
