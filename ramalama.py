@@ -346,6 +346,25 @@ def sha256_file(path: str, progress=None) -> str:
                 progress(done)
 
 
+class HashingWriter:
+    """A sink that writes to a descriptor and hashes the same bytes on the way (tar layers
+    unpacked or built: the digest comes with the copy)."""
+
+    def __init__(self, fd: int):
+        import hashlib
+        self.fd, self.h = fd, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
 # ---------------------------------------------------------------------------
 # 5. model references
 # ---------------------------------------------------------------------------
@@ -2962,8 +2981,8 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
     each is streamed into tmp/, hashed and published, so '..', absolute paths and links out
     of the layer cannot escape; devices and links leaving the layer are refused.
     models_only (ramalama images): keep /models/*, resolving the model.file symlink there."""
-    import hashlib
     import posixpath
+    import shutil
     import tarfile
     import tempfile
     import zlib
@@ -2987,18 +3006,14 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
                     continue
                 if not m.isreg():
                     raise FormatError("layer entry %s is a device or special file" % name)
-                src = tar.extractfile(m)
                 fd, tmp_file = tempfile.mkstemp(prefix="unpack-", dir=store.tmp)
-                h = hashlib.sha256()
-                with os.fdopen(fd, "wb") as out:
-                    while True:
-                        chunk = src.read(CHUNK)
-                        if not chunk:
-                            break
-                        h.update(chunk)
-                        out.write(chunk)
-                store.publish_blob(tmp_file, h.hexdigest())
-                found[name] = (h.hexdigest(), m.size)
+                try:
+                    out = HashingWriter(fd)
+                    shutil.copyfileobj(tar.extractfile(m), out, CHUNK)
+                finally:
+                    os.close(fd)
+                store.publish_blob(tmp_file, out.hexdigest())
+                found[name] = (out.hexdigest(), m.size)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise
@@ -3489,18 +3504,11 @@ def modelpack_manifest(model: Model, facts: dict) -> tuple:
 def image_layer(store: Store, model: Model) -> tuple:
     """A deterministic tar layer for engines that mount only images: /models/<files> and
     /models/model.file -> the model file. Returns (path in tmp/, digest, size)."""
-    import hashlib
     import tarfile
     import tempfile
     fd, path = tempfile.mkstemp(prefix="layer-", dir=store.tmp)
-    h = hashlib.sha256()
-
-    class Hashing:                     # tarfile writes through this, so the digest comes free
-        def write(self, data):
-            h.update(data)
-            return os.write(fd, data)
-
-    with tarfile.open(fileobj=Hashing(), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    out = HashingWriter(fd)                     # tarfile writes through it: the digest comes free
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         dirs = sorted({"models"} | {"models/" + os.path.dirname(f.name) for f in model.files if "/" in f.name})
         for d in dirs:
             info = tarfile.TarInfo(d)
@@ -3517,7 +3525,7 @@ def image_layer(store: Store, model: Model) -> tuple:
             info.type, info.linkname = tarfile.SYMTYPE, main_file.name
             tar.addfile(info)
     os.close(fd)
-    return path, "sha256:" + h.hexdigest(), os.path.getsize(path)
+    return path, "sha256:" + out.hexdigest(), os.path.getsize(path)
 
 
 def push_model(ctx, model: Model, target: Ref, kind: str) -> str:
@@ -4911,7 +4919,6 @@ def _inspect(ctx, model: Model) -> int:
             facts["tensors"] = [{"name": n, "shape": d, "type": TENSOR_TYPES.get(t, t), "offset": o}
                                 for n, d, t, o in info["tensors"]]
     if ctx.args.json:
-        import json
         write_json(ctx.out, facts, default=str)
         return 0
     _print_facts(ctx.out, facts)
@@ -5019,7 +5026,6 @@ def cmd_fsck(ctx) -> int:
         problems = store.fsck(ctx.args.repair, progress)
     _say_ramalamas_left_alone(ctx)
     if ctx.args.json:
-        import json
         write_json(ctx.out, {"problems": problems, "repaired": bool(ctx.args.repair and problems)})
     else:
         for line in problems:
