@@ -3038,6 +3038,17 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
 # 11. transports
 # ---------------------------------------------------------------------------
 
+def stored_unchanged(ctx, ref: Ref, key: str, value, keep: tuple):
+    """(files, meta) of the stored model when its meta[key] (a manifest digest, a commit, an
+    ETag) is still `value` and all its blobs are there: a re-pull then moves nothing. None
+    otherwise. `keep` names the meta fields the refreshed folder carries on."""
+    store = ctx.store
+    old = store.load(store.folder(ref)) if store.exists() else None
+    if not value or not old or old.meta.get(key) != value or not all(store.has_blob(f.digest) for f in old.files):
+        return None
+    return old.files, {k: old.meta[k] for k in keep if k in old.meta}
+
+
 def file_role(name: str) -> str:
     low = name.lower()
     return "mmproj" if "mmproj" in low else "model"
@@ -3060,13 +3071,15 @@ def pull_url(ctx, ref: Ref) -> tuple:
     Last-Modified is unchanged (one HEAD, no body)."""
     import hashlib
     url, name, store = str(ref), ref.file_name(), ctx.store
-    old = store.load(store.folder(ref))
-    if old and old.meta.get("validator") and all(store.has_blob(f.digest) for f in old.files):
+    old = store.load(store.folder(ref)) if store.exists() else None
+    if old and old.meta.get("validator"):
         try:
             head = ctx.session().request("HEAD", url)
-            if (head.header("ETag") or head.header("Last-Modified")) == old.meta["validator"]:
+            unchanged = stored_unchanged(ctx, ref, "validator", head.header("ETag") or head.header("Last-Modified"),
+                                         ("url", "validator"))
+            if unchanged:
                 ctx.info("%s: up to date" % name)
-                return old.files, {"url": url, "validator": old.meta["validator"]}
+                return unchanged
         except NetworkError as e:
             ctx.log("HEAD %s failed (%s); downloading" % (redact(url), e))
     key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:40]
@@ -3301,7 +3314,7 @@ def pull_hf(ctx, ref: Ref) -> tuple:
     (the Hub redirects to a CDN, which never sees the token). LFS files already stored, or in a
     local cache, are not downloaded; small git files are hashed as they arrive."""
     from urllib.parse import quote
-    store, session = ctx.store, ctx.session()
+    session = ctx.session()
     endpoint, token = hf_endpoint(ctx.env), hf_token(ctx.env)
     auth = "Bearer " + token if token else None
     rev = ref.revision or "main"
@@ -3311,10 +3324,10 @@ def pull_hf(ctx, ref: Ref) -> tuple:
         commit = _load_json(resp.read(16 << 20), "revision answer").get("sha")
         if not isinstance(commit, str) or len(commit) != 40 or commit.strip("0123456789abcdef"):
             raise FormatError("hf://%s: the Hub answered no commit for %s" % (ref.name, rev))
-        old = store.load(store.folder(ref))
-        if old and old.meta.get("commit") == commit and all(store.has_blob(f.digest) for f in old.files):
+        unchanged = stored_unchanged(ctx, ref, "commit", commit, ("commit", "revision", "repo"))
+        if unchanged:
             ctx.info("%s: up to date (commit %s)" % (ref, commit[:12]))
-            return old.files, {k: old.meta[k] for k in ("commit", "revision", "repo") if k in old.meta}
+            return unchanged
         entries = _hf_tree(session, "%s/api/models/%s/tree/%s?recursive=true" % (endpoint, ref.name, commit), auth)
     except HTTPStatusError as e:
         raise _hf_error(e, ref, "revision " + rev)
@@ -3426,10 +3439,10 @@ def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
     if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
         chosen = choose_manifest(manifest)
         manifest, mtype, digest = reg.manifest(ref.name, chosen["digest"])
-    old = store.load(store.folder(ref))
-    if old and old.meta.get("manifest_digest") == digest and all(store.has_blob(f.digest) for f in old.files):
+    unchanged = stored_unchanged(ctx, ref, "manifest_digest", digest, ("manifest_digest", "format", "layers"))
+    if unchanged:
         ctx.info("%s: up to date" % (ref,))
-        return old.files, {k: old.meta[k] for k in ("manifest_digest", "format", "layers") if k in old.meta}
+        return unchanged
     from_image = _from_engine_image(ctx, ref, digest) if ref.transport == "oci" else None
     if from_image:                        # ramalama pulled this very manifest as an image: no layer moves
         return from_image
