@@ -30,7 +30,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml hypothesis
+"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml hypothesis ruff
 
 # ramalama 0.25 from PyPI in its own venv: the peer the drop-in tests compare with
 "$PY" -c 'import sys; sys.path.insert(0, "bench"); from anchor import anchor_command; print("ramalama 0.25:", anchor_command())'

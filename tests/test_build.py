@@ -206,3 +206,10 @@ def test_ramalama_imports_only_the_standard_library():
             names.add(node.module.split(".")[0])
     assert "argparse" in names and "json" in names          # the walk sees function-level imports
     assert names - set(sys.stdlib_module_names) == {"tomli"}
+
+
+def test_lint_passes():
+    """ruff with the configuration in pyproject.toml, over the module, the tests and the benchmarks."""
+    require("ruff (pip install ruff)", run([sys.executable, "-m", "ruff", "--version"]).returncode == 0)
+    proc = run([sys.executable, "-m", "ruff", "check", "ramalama.py", "tests", "bench"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
