@@ -1463,7 +1463,8 @@ def status_error(resp: Response, url: str) -> HTTPStatusError:
         try:
             errors = [e for e in json.loads(body).get("errors") or [] if isinstance(e, dict)]
             detail = "; ".join("%s: %s" % (e.get("code", "?"), e.get("message", "")) for e in errors[:3])
-            code = code or str(errors[0].get("code", "")) if errors else code
+            if errors and not code:
+                code = str(errors[0].get("code", ""))
         except (ValueError, AttributeError, RecursionError):
             pass
     if not detail and body and not body.startswith(("<", "{")):
@@ -3029,7 +3030,12 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
         short = name[len("models/"):] if models_only else name
         if models_only and name == "models/model.file" and model_target:
             continue                            # the symlink: its target is listed itself
-        role = ("model" if name in ("models/model.file", model_target) else "other") if models_only else file_role(short)
+        if not models_only:
+            role = file_role(short)
+        elif name in ("models/model.file", model_target):
+            role = "model"                      # the file model.file points at
+        else:
+            role = "other"
         files.append((short, hexdigest, size, role))
     return files
 
@@ -4386,6 +4392,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 # -- deployment files
 
+def publish_spec(host: str, port: int) -> str:
+    """`-p` for a served port: every address for 0.0.0.0 (or ''), else only `host`."""
+    if host in ("0.0.0.0", ""):
+        return "%d:%d" % (port, port)
+    return "%s:%d:%d" % (host, port, port)
+
+
 def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, port: int, labels: dict,
                    host: str = "127.0.0.1", key_var: str = None) -> dict:
     """{file name: text} that run the same server on Kubernetes (kube), systemd + podman
@@ -4395,7 +4408,7 @@ def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, p
     never from the file."""
     import json
     q = json.dumps                                  # a JSON string is a valid YAML scalar
-    publish = "%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port)
+    publish = publish_spec(host, port)
     secret = name + "-api-key"
     if kind == "kube":
         mounts_yaml = "".join("        - name: model-%d\n          mountPath: %s\n          readOnly: true\n"
@@ -5204,7 +5217,7 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
                              port, gpu, "/mnt/image/models" if as_image else CONTAINER_MODELS)
         mounts = [("image:" + model.meta["image"], "/mnt/image")] if as_image else model_mounts(model)
         image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
-        publish = None if sock else ("%d:%d" % (port, port) if host in ("0.0.0.0", "") else "%s:%d:%d" % (host, port, port))
+        publish = None if sock else publish_spec(host, port)
         argv = container_argv(engine_kind(engine), engine, image, opts, mounts, name=name,
                               labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
                               socket_dir=socket_dir, env_names=(key_var,) if key else (),
@@ -5335,14 +5348,20 @@ def cmd_serve(ctx) -> int:
             server.stop()
 
 
+def deployment_name(ref: str) -> str:
+    """A name Kubernetes, systemd and compose all take, from a model reference:
+    'ollama://tiny:latest' -> 'tiny-latest' (DNS-label characters, at most 40)."""
+    import re
+    return re.sub(r"[/:@]", "-", ref.split("://", 1)[-1]).lower()[:40].strip("-.")
+
+
 def _generate(ctx, model: Model, host: str, port: int) -> int:
     kind, _, outdir = ctx.args.generate.partition(":")
     runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
     engine = find_engine(ctx) or "podman"
     image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
     opts = serve_options(ctx, model, runtime, "0.0.0.0", port, gpu, CONTAINER_MODELS)
-    name = ctx.args.name or "ramalama-" + model.ref.split("://", 1)[-1].replace("/", "-").replace(":", "-").replace(
-        "@", "-").lower()[:40].strip("-.")
+    name = ctx.args.name or "ramalama-" + deployment_name(model.ref)
     key_var = api_key_env(runtime) if _api_key(ctx) else None
     files = generate_files(kind, name, image, runtime_argv(opts), model_mounts(model), port,
                            {LABEL: "true", LABEL + ".model": model.ref}, host=host, key_var=key_var)
