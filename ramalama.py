@@ -4728,6 +4728,99 @@ def print_table(stream, headers: list, rows: list, noheading: bool = False) -> N
 # 15. cli
 # ---------------------------------------------------------------------------
 
+# -- commands: each one's flags, examples and handler sit together, registered by @command
+
+Command = namedtuple("Command", "names handler help args examples")
+COMMANDS = []          # in the order they are defined, which is the order --help lists them
+
+
+def command(*names, help: str, args=None, examples=()):
+    """Register the function below as the command `names[0]` (the others are aliases). `args`
+    adds its flags to a parser; it runs only when that command is used, so start-up stays cheap."""
+    def register(handler):
+        COMMANDS.append(Command(names, handler, help, args, list(examples)))
+        return handler
+    return register
+
+
+# -- flags that several commands share
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    import argparse
+    raise argparse.ArgumentTypeError("expected true or false, not %r" % text)
+
+
+def _layers(text: str):
+    try:
+        return coerce(text, "layers")
+    except ValueError as e:
+        import argparse
+        raise argparse.ArgumentTypeError("expected %s, not %r" % (e, text))
+
+
+def _add_authfile_flag(p) -> None:
+    p.add_argument("--authfile", metavar="PATH", help="registry credentials file (default: "
+                   "$REGISTRY_AUTH_FILE, then the podman and docker files)")
+
+
+def _add_registry_flags(p) -> None:
+    _add_authfile_flag(p)
+    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
+                   help="verify TLS certificates (default true; false also allows plain HTTP)")
+    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
+
+
+def _add_runtime_flags(p) -> None:
+    p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
+    p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
+                   help="layers to offload to the GPU (config ngl; default auto: all when a GPU is found, else 0)")
+    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
+    p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
+    p.add_argument("--device", action="append", metavar="DEV",
+                   help="device for the container (repeatable); none: no device, not even the GPU")
+    p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default=None,
+                   help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
+                   "ask the registry again; never: no registry)")
+    p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="most tokens to generate per answer, 0 = unlimited (config max_tokens)")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE",
+                   help="environment variable for the runtime (repeatable)")
+    p.add_argument("--network", metavar="MODE", help="container network (run: none unless given)")
+    p.add_argument("--privileged", action="store_true", help="give the container extended privileges")
+    p.add_argument("--selinux", type=_bool, metavar="BOOL", default=None,
+                   help="SELinux container separation (config selinux; false disables labels; default: "
+                   "the engine's)")
+    p.add_argument("--keep-groups", action="store_true", default=None,
+                   help="keep the user's supplementary groups in the container (podman; config keep_groups)")
+    p.add_argument("--oci-runtime", metavar="NAME", help="OCI runtime the engine uses (crun, runc, ...)")
+    p.add_argument("--api-key", metavar="KEY", help="API clients must send this key (config api_key; env "
+                   "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
+                   "never in its argv; generated files refer to a secret")
+    _add_registry_flags(p)
+
+
+class _Parser:
+    """argparse with errors turned into UsageError (one 'Error:' line, exit 2)."""
+
+    @staticmethod
+    def make(**kw):
+        import argparse
+
+        class P(argparse.ArgumentParser):
+            def error(self, message):
+                raise UsageError("%s: %s (see '%s --help')" % (self.prog, message, self.prog))
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        return P(**kw)
+
+
 class Context:
     """What a command needs: parsed args, env, config, streams, and the store and HTTP
     session built on first use."""
@@ -4796,6 +4889,23 @@ class Context:
         self.err.write("Error: %s\n" % tty_safe(e))
 
 
+def _pull_args(p) -> None:
+    p.description = (
+        "pull models into the store. Blobs that a local ollama store ($OLLAMA_MODELS, "
+        "~/.ollama/models) or Hugging Face cache ($HF_HUB_CACHE, ~/.cache/huggingface/hub) "
+        "already holds are hardlinked in after their sha256 is verified, never downloaded again.")
+    p.add_argument("MODEL", nargs="+", help="models to pull")
+    p.add_argument("--all-files", action="store_true",
+                   help="hf:// only: fetch every file of the repository snapshot (e.g. safetensors for vLLM)")
+    p.add_argument("--parallel", type=int, metavar="N",
+                   help="connections per download (config [ramalama.download] connections; default %d)"
+                   % CONNECTIONS)
+    _add_registry_flags(p)
+
+
+@command("pull", help="pull models into the store", args=_pull_args,
+         examples=["ramalama pull ollama://smollm:135m", "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
+                   "ramalama pull --parallel 16 oci://registry.example.com/models/smollm:135m"])
 def cmd_pull(ctx) -> int:
     failed = None
     for text in ctx.args.MODEL:
@@ -4831,6 +4941,21 @@ def shortnames_by_model(config: Config) -> dict:
     return found
 
 
+def _list_args(p) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
+    p.add_argument("--sort", choices=("name", "size", "modified"), default="name",
+                   help="sort order (default: name)")
+    p.add_argument("--order", choices=("asc", "desc"),
+                   help="sort direction (default: names A-Z, sizes and times largest and newest first)")
+    p.add_argument("--all", action="store_true",
+                   help="also partially downloaded models (ramalama's flag; downloads in progress never "
+                   "count as models here, so it changes nothing)")
+    p.add_argument("--format", help="one line per model from a template: {{.Name}} {{.Size}} {{.Modified}}")
+
+
+@command("list", "ls", help="list the models in the store", args=_list_args,
+         examples=["ramalama list --sort size", "ramalama list --json", "ramalama list --format '{{.Name}} {{.Size}}'"])
 def cmd_list(ctx) -> int:
     """Our models and those ramalama 0.25 pulled into the same directory (marked as its)."""
     store = ctx.store
@@ -4866,6 +4991,14 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def _rm_args(p) -> None:
+    p.add_argument("MODEL", nargs="*", help="models to remove")
+    p.add_argument("--all", "-a", action="store_true", help="remove every model")
+    p.add_argument("--ignore", action="store_true", help="ignore models that are not in the store")
+
+
+@command("rm", help="remove models from the store", args=_rm_args,
+         examples=["ramalama rm llama3.2:1b", "ramalama rm --all"])
 def cmd_rm(ctx) -> int:
     args, store = ctx.args, ctx.store
     if not args.all and not args.MODEL:
@@ -4905,6 +5038,15 @@ def _say_ramalamas_left_alone(ctx) -> None:
                  % (theirs, "" if theirs == 1 else "s", os.path.join(ctx.store.root, "store")))
 
 
+def _inspect_args(p) -> None:
+    p.add_argument("MODEL", help="model in the store")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--all", action="store_true", help="include all metadata and every tensor")
+    p.add_argument("--get", metavar="KEY", help="print one GGUF metadata value (e.g. general.architecture)")
+
+
+@command("inspect", help="show a model's metadata", args=_inspect_args,
+         examples=["ramalama inspect llama3.2:1b", "ramalama inspect --all --json llama3.2:1b"])
 def cmd_inspect(ctx) -> int:
     model = get_model(ctx, ctx.resolve(ctx.args.MODEL))
     if model.meta.get("store") == "ramalama-image":        # read from the image, mounted for the while
@@ -4985,6 +5127,11 @@ def _print_facts(out, facts: dict) -> None:
 ACCELERATORS = {"nvidia": "cuda", "amd": "hip", "intel": "intel", "none": "none"}   # ramalama's words
 
 
+def _info_args(p) -> None:
+    p.add_argument("--shortnames", action="store_true", help="list the shortnames and where each came from")
+
+
+@command("info", help="show configuration, store and engine as JSON", args=_info_args)
 def cmd_info(ctx) -> int:
     import platform
     store, config = ctx.store, ctx.config
@@ -5035,11 +5182,20 @@ def cmd_info(ctx) -> int:
     return 0
 
 
+@command("version", help="show the version")
 def cmd_version(ctx) -> int:
     ctx.out.write("ramalama version %s\n" % __version__)
     return 0
 
 
+def _fsck_args(p) -> None:
+    p.add_argument("--repair", action="store_true",
+                   help="quarantine corrupt blobs and mark the models that use them")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("fsck", help="verify every blob and model folder", args=_fsck_args,
+         examples=["ramalama fsck", "ramalama fsck --repair"])
 def cmd_fsck(ctx) -> int:
     store = ctx.store
     if not store.exists():
@@ -5062,6 +5218,7 @@ def cmd_fsck(ctx) -> int:
     return 1 if problems else 0
 
 
+@command("prune", help="delete unreferenced blobs and leftover temporary files")
 def cmd_prune(ctx) -> int:
     store = ctx.store
     if not store.exists():
@@ -5087,6 +5244,19 @@ def _registry_host(text: str) -> str:
 PUSH_TYPES = {"modelpack": "modelpack", "artifact": "modelpack", "ramalama": "ramalama", "raw": "ramalama"}
 
 
+def _push_args(p) -> None:
+    p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
+    p.add_argument("TARGET", nargs="?", help="oci://registry/name:tag (default: SOURCE, an oci:// model "
+                   "in the store)")
+    p.add_argument("--type", choices=("modelpack", "artifact", "ramalama", "raw", "car"), default="modelpack",
+                   help="modelpack (= artifact, default): a ModelPack artifact; ramalama (= raw): an image "
+                   "whose layer holds the model; car is not built by this version")
+    _add_registry_flags(p)
+
+
+@command("push", help="push a model to an OCI registry", args=_push_args,
+         examples=["ramalama push ollama://smollm:135m oci://registry.example.com/models/smollm:135m",
+                   "ramalama push --type ramalama file:///srv/m.gguf oci://registry.example.com/images/m:1"])
 def cmd_push(ctx) -> int:
     args, store = ctx.args, ctx.store
     if args.type == "car":
@@ -5118,6 +5288,16 @@ def _read_secret(prompt: str) -> str:
     return getpass.getpass(prompt.capitalize() + ": ")
 
 
+def _login_args(p) -> None:
+    p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
+    p.add_argument("--username", "-u", help="user name")
+    p.add_argument("--password", "-p", help="password (prefer --password-stdin)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _add_registry_flags(p)
+
+
+@command("login", help="log in to a registry", args=_login_args,
+         examples=["echo $TOKEN | ramalama login -u me --password-stdin quay.io"])
 def cmd_login(ctx) -> int:
     args = ctx.args
     host = _registry_host(args.REGISTRY)
@@ -5147,6 +5327,14 @@ def cmd_login(ctx) -> int:
     return 0
 
 
+def _logout_args(p) -> None:
+    p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
+    _add_authfile_flag(p)
+    p.add_argument("--all", "-a", action="store_true", help="remove every stored credential")
+
+
+@command("logout", help="log out of a registry", args=_logout_args,
+         examples=["ramalama logout quay.io", "ramalama logout --all"])
 def cmd_logout(ctx) -> int:
     args = ctx.args
     paths = auth_files(ctx.env, args.authfile)
@@ -5271,6 +5459,15 @@ def _api_key(ctx):
     return getattr(ctx.args, "api_key", None) or ctx.config.get("api_key") or None
 
 
+def _run_args(p) -> None:
+    p.add_argument("MODEL", help="model to run (pulled when missing)")
+    p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
+    _add_runtime_flags(p)
+
+
+@command("run", help="run a model and chat with it", args=_run_args,
+         examples=["ramalama run llama3.2:1b", "ramalama run llama3.2:1b 'summarise this' < notes.txt",
+                   "ramalama --nocontainer run --ctx-size 8192 hf://bartowski/SmolLM2-135M-Instruct-GGUF"])
 def cmd_run(ctx) -> int:
     import shutil
     import tempfile
@@ -5312,6 +5509,19 @@ def cmd_run(ctx) -> int:
             shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+def _serve_args(p) -> None:
+    p.add_argument("MODEL", help="model to run (pulled when missing)")
+    p.add_argument("--port", "-p", type=int, help="port to serve on (config port; default 8080)")
+    p.add_argument("--host", help="address to listen on (config host; default 127.0.0.1, this host only; "
+                   "0.0.0.0 for every interface)")
+    p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
+    p.add_argument("--generate", metavar="KIND[:DIR]",
+                   help="write kube, quadlet or compose files instead of running")
+    _add_runtime_flags(p)
+
+
+@command("serve", help="serve a model over an OpenAI-compatible API", args=_serve_args,
+         examples=["ramalama serve -d --port 8080 llama3.2:1b", "ramalama serve --generate kube:deploy/ llama3.2:1b"])
 def cmd_serve(ctx) -> int:
     import subprocess
     args = ctx.args
@@ -5417,6 +5627,17 @@ def _our_containers(ctx, every: bool = False) -> list:
 OUR_PS_FIELDS = {"names", "name", "model", "url", "image", "status"}
 
 
+def _containers_args(p) -> None:
+    p.add_argument("--format", help="a Go template: {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}} are "
+                   "filled here, any other ({{.ID}}, {{.Ports}}, ...) by the engine's own ps")
+    p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
+    p.add_argument("--all", "-a", action="store_true", help="also created and exited containers")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs (engine templates)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("containers", "ps", help="list running model containers", args=_containers_args,
+         examples=["ramalama ps", "ramalama ps --format '{{.Names}} {{.URL}}'"])
 def cmd_containers(ctx) -> int:
     import re
     args = ctx.args
@@ -5441,6 +5662,14 @@ def cmd_containers(ctx) -> int:
     return 0
 
 
+def _stop_args(p) -> None:
+    p.add_argument("NAME", nargs="?", help="container name")
+    p.add_argument("--all", "-a", action="store_true", help="stop every model container")
+    p.add_argument("--ignore", action="store_true", help="ignore containers that do not exist")
+
+
+@command("stop", help="stop a model container", args=_stop_args,
+         examples=["ramalama stop ramalama-1a2b3c4d", "ramalama stop --all"])
 def cmd_stop(ctx) -> int:
     import subprocess
     args = ctx.args
@@ -5460,6 +5689,17 @@ def cmd_stop(ctx) -> int:
     return 0
 
 
+def _export_args(p) -> None:
+    p.add_argument("MODEL", help="model in the store")
+    p.add_argument("PATH", help="a directory (an OCI image layout), or FILE.tar for an archive")
+    p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
+    p.add_argument("--image", action="store_true", dest="save_image",
+                   help="also save the pinned runtime image (podman/docker save), for hosts with no registry; "
+                   "the global --image (before the command) chooses which")
+
+
+@command("export", help="write a model as an OCI layout directory or .tar (air-gapped transfer)", args=_export_args,
+         examples=["ramalama export llama3.2:1b /media/usb/llama.tar", "ramalama export --image llama3.2:1b /media/usb/llama"])
 def cmd_export(ctx) -> int:
     import json
     import shutil
@@ -5497,6 +5737,14 @@ def cmd_export(ctx) -> int:
     return 0
 
 
+def _import_args(p) -> None:
+    p.add_argument("PATH", help="an OCI layout directory or .tar written by export (or skopeo)")
+    p.add_argument("NAME", nargs="?", help="name in the store (default: the exported model's name)")
+    p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
+
+
+@command("import", help="bring a model (and its runtime image) in from an exported layout", args=_import_args,
+         examples=["ramalama import /media/usb/llama.tar", "ramalama import /media/usb/llama ollama://llama3.2:1b"])
 def cmd_import(ctx) -> int:
     """A layout written by export: the model under its original name (or NAME), and the
     runtime image, when the layout carries one, loaded into the engine and pinned."""
@@ -5552,6 +5800,12 @@ def _engine_out(ctx, engine: str, *argv) -> str:
     return proc.stdout.strip()
 
 
+def _completion_args(p) -> None:
+    p.add_argument("SHELL", choices=("bash", "zsh", "fish"), help="shell to complete for")
+
+
+@command("completion", help="print a bash, zsh or fish completion script", args=_completion_args,
+         examples=["source <(ramalama completion bash)", "ramalama completion fish > ~/.config/fish/completions/ramalama.fish"])
 def cmd_completion(ctx) -> int:
     ctx.out.write(completion_script(ctx.args.SHELL))
     return 0
@@ -5561,7 +5815,7 @@ def completion_script(shell: str) -> str:
     """A completion script generated from the parsers: commands, their flags, and model names
     asked from `ramalama list` when a model is expected."""
     commands, flags = [], {}
-    for names, _handler, _text in COMMANDS:
+    for names, *_ in COMMANDS:
         parser, _h, _n = command_parser(names[0])
         commands.extend(names)
         for name in names:
@@ -5576,7 +5830,7 @@ def completion_script(shell: str) -> str:
         return "#compdef ramalama\nautoload -U +X bashcompinit && bashcompinit\n" + completion_script("bash")
     if shell == "fish":
         lines = ["complete -c ramalama -f"]
-        for names, _handler, text in COMMANDS:
+        for names, _handler, text, *_ in COMMANDS:
             for name in names:
                 lines.append("complete -c ramalama -n __fish_use_subcommand -a %s -d %s" % (name, _fish_quote(text)))
                 lines += ["complete -c ramalama -n '__fish_seen_subcommand_from %s' -l %s" % (name, f[2:])
@@ -5623,108 +5877,17 @@ complete -F _ramalama ramalama
 """
 
 
-# -- parser
-
-def _bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    import argparse
-    raise argparse.ArgumentTypeError("expected true or false, not %r" % text)
+def _help_args(p) -> None:
+    p.add_argument("COMMAND", nargs="?", help="the command to show the flags of")
 
 
-def _layers(text: str):
-    try:
-        return coerce(text, "layers")
-    except ValueError as e:
-        import argparse
-        raise argparse.ArgumentTypeError("expected %s, not %r" % (e, text))
-
-
-def _add_registry_flags(p) -> None:
-    p.add_argument("--authfile", metavar="PATH", help="registry credentials file (default: "
-                   "$REGISTRY_AUTH_FILE, then the podman and docker files)")
-    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
-                   help="verify TLS certificates (default true; false also allows plain HTTP)")
-    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
-
-
-def _add_runtime_flags(p) -> None:
-    p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
-    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
-    p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
-                   help="layers to offload to the GPU (config ngl; default auto: all when a GPU is found, else 0)")
-    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
-    p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
-    p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
-    p.add_argument("--device", action="append", metavar="DEV",
-                   help="device for the container (repeatable); none: no device, not even the GPU")
-    p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default=None,
-                   help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
-                   "ask the registry again; never: no registry)")
-    p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
-    p.add_argument("--max-tokens", type=int, metavar="N",
-                   help="most tokens to generate per answer, 0 = unlimited (config max_tokens)")
-    p.add_argument("--env", action="append", metavar="KEY=VALUE",
-                   help="environment variable for the runtime (repeatable)")
-    p.add_argument("--network", metavar="MODE", help="container network (run: none unless given)")
-    p.add_argument("--privileged", action="store_true", help="give the container extended privileges")
-    p.add_argument("--selinux", type=_bool, metavar="BOOL", default=None,
-                   help="SELinux container separation (config selinux; false disables labels; default: "
-                   "the engine's)")
-    p.add_argument("--keep-groups", action="store_true", default=None,
-                   help="keep the user's supplementary groups in the container (podman; config keep_groups)")
-    p.add_argument("--oci-runtime", metavar="NAME", help="OCI runtime the engine uses (crun, runc, ...)")
-    p.add_argument("--api-key", metavar="KEY", help="API clients must send this key (config api_key; env "
-                   "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
-                   "never in its argv; generated files refer to a secret")
-    _add_registry_flags(p)
-
-
-class _Parser:
-    """argparse with errors turned into UsageError (one 'Error:' line, exit 2)."""
-
-    @staticmethod
-    def make(**kw):
-        import argparse
-
-        class P(argparse.ArgumentParser):
-            def error(self, message):
-                raise UsageError("%s: %s (see '%s --help')" % (self.prog, message, self.prog))
-        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        return P(**kw)
-
-
+@command("help", help="show this help, or a command's", args=_help_args)
 def cmd_help(ctx) -> int:
     parser = command_parser(ctx.args.COMMAND)[0] if ctx.args.COMMAND else build_parser()
     ctx.out.write(parser.format_help())
     return 0
 
 
-COMMANDS = (
-    # names, handler, help
-    (("pull",), cmd_pull, "pull models into the store"),
-    (("push",), cmd_push, "push a model to an OCI registry"),
-    (("run",), cmd_run, "run a model and chat with it"),
-    (("serve",), cmd_serve, "serve a model over an OpenAI-compatible API"),
-    (("list", "ls"), cmd_list, "list the models in the store"),
-    (("rm",), cmd_rm, "remove models from the store"),
-    (("inspect",), cmd_inspect, "show a model's metadata"),
-    (("info",), cmd_info, "show configuration, store and engine as JSON"),
-    (("login",), cmd_login, "log in to a registry"),
-    (("logout",), cmd_logout, "log out of a registry"),
-    (("version",), cmd_version, "show the version"),
-    (("containers", "ps"), cmd_containers, "list running model containers"),
-    (("stop",), cmd_stop, "stop a model container"),
-    (("fsck",), cmd_fsck, "verify every blob and model folder"),
-    (("prune",), cmd_prune, "delete unreferenced blobs and leftover temporary files"),
-    (("export",), cmd_export, "write a model as an OCI layout directory or .tar (air-gapped transfer)"),
-    (("import",), cmd_import, "bring a model (and its runtime image) in from an exported layout"),
-    (("completion",), cmd_completion, "print a bash, zsh or fish completion script"),
-    (("help",), cmd_help, "show this help, or a command's"),
-)
 
 EPILOG = """\
 examples:
@@ -5739,104 +5902,6 @@ model names: ollama://[host/][ns/]model[:tag], hf://org/repo[:QUANT][@rev],
 hf://org/repo/file.gguf, oci://registry/name[:tag|@sha256:...], file:///path,
 https://host/file.gguf; bare names use shortnames, then RAMALAMA_TRANSPORT (default ollama).
 """
-
-
-def _command_args(name: str, p) -> None:
-    """The flags of one command."""
-    if name == "pull":
-        p.description = (
-            "pull models into the store. Blobs that a local ollama store ($OLLAMA_MODELS, "
-            "~/.ollama/models) or Hugging Face cache ($HF_HUB_CACHE, ~/.cache/huggingface/hub) "
-            "already holds are hardlinked in after their sha256 is verified, never downloaded again.")
-        p.add_argument("MODEL", nargs="+", help="models to pull")
-        p.add_argument("--all-files", action="store_true",
-                       help="hf:// only: fetch every file of the repository snapshot (e.g. safetensors for vLLM)")
-        p.add_argument("--parallel", type=int, metavar="N",
-                       help="connections per download (config [ramalama.download] connections; default %d)"
-                       % CONNECTIONS)
-        _add_registry_flags(p)
-    elif name == "push":
-        p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
-        p.add_argument("TARGET", nargs="?", help="oci://registry/name:tag (default: SOURCE, an oci:// model "
-                       "in the store)")
-        p.add_argument("--type", choices=("modelpack", "artifact", "ramalama", "raw", "car"), default="modelpack",
-                       help="modelpack (= artifact, default): a ModelPack artifact; ramalama (= raw): an image "
-                       "whose layer holds the model; car is not built by this version")
-        _add_registry_flags(p)
-    elif name in ("run", "serve"):
-        p.add_argument("MODEL", help="model to run (pulled when missing)")
-        if name == "run":
-            p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
-        else:
-            p.add_argument("--port", "-p", type=int, help="port to serve on (config port; default 8080)")
-            p.add_argument("--host", help="address to listen on (config host; default 127.0.0.1, this host only; "
-                           "0.0.0.0 for every interface)")
-            p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
-            p.add_argument("--generate", metavar="KIND[:DIR]",
-                           help="write kube, quadlet or compose files instead of running")
-        _add_runtime_flags(p)
-    elif name == "list":
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
-        p.add_argument("--sort", choices=("name", "size", "modified"), default="name",
-                       help="sort order (default: name)")
-        p.add_argument("--order", choices=("asc", "desc"),
-                       help="sort direction (default: names A-Z, sizes and times largest and newest first)")
-        p.add_argument("--all", action="store_true",
-                       help="also partially downloaded models (ramalama's flag; downloads in progress never "
-                       "count as models here, so it changes nothing)")
-        p.add_argument("--format", help="one line per model from a template: {{.Name}} {{.Size}} {{.Modified}}")
-    elif name == "rm":
-        p.add_argument("MODEL", nargs="*", help="models to remove")
-        p.add_argument("--all", "-a", action="store_true", help="remove every model")
-        p.add_argument("--ignore", action="store_true", help="ignore models that are not in the store")
-    elif name == "inspect":
-        p.add_argument("MODEL", help="model in the store")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p.add_argument("--all", action="store_true", help="include all metadata and every tensor")
-        p.add_argument("--get", metavar="KEY", help="print one GGUF metadata value (e.g. general.architecture)")
-    elif name == "login":
-        p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
-        p.add_argument("--username", "-u", help="user name")
-        p.add_argument("--password", "-p", help="password (prefer --password-stdin)")
-        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-        _add_registry_flags(p)
-    elif name == "logout":
-        p.add_argument("REGISTRY", nargs="?", help="registry host (default docker.io)")
-        p.add_argument("--authfile", metavar="PATH", help="registry credentials file")
-        p.add_argument("--all", "-a", action="store_true", help="remove every stored credential")
-    elif name == "containers":
-        p.add_argument("--format", help="a Go template: {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}} are "
-                       "filled here, any other ({{.ID}}, {{.Ports}}, ...) by the engine's own ps")
-        p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
-        p.add_argument("--all", "-a", action="store_true", help="also created and exited containers")
-        p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs (engine templates)")
-        p.add_argument("--json", action="store_true", help="print JSON")
-    elif name == "stop":
-        p.add_argument("NAME", nargs="?", help="container name")
-        p.add_argument("--all", "-a", action="store_true", help="stop every model container")
-        p.add_argument("--ignore", action="store_true", help="ignore containers that do not exist")
-    elif name == "export":
-        p.add_argument("MODEL", help="model in the store")
-        p.add_argument("PATH", help="a directory (an OCI image layout), or FILE.tar for an archive")
-        p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
-        p.add_argument("--image", action="store_true", dest="save_image",
-                       help="also save the pinned runtime image (podman/docker save), for hosts with no registry; "
-                       "the global --image (before the command) chooses which")
-    elif name == "import":
-        p.add_argument("PATH", help="an OCI layout directory or .tar written by export (or skopeo)")
-        p.add_argument("NAME", nargs="?", help="name in the store (default: the exported model's name)")
-        p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
-    elif name == "completion":
-        p.add_argument("SHELL", choices=("bash", "zsh", "fish"), help="shell to complete for")
-    elif name == "info":
-        p.add_argument("--shortnames", action="store_true", help="list the shortnames and where each came from")
-    elif name == "help":
-        p.add_argument("COMMAND", nargs="?", help="the command to show the flags of")
-    elif name == "fsck":
-        p.add_argument("--repair", action="store_true",
-                       help="quarantine corrupt blobs and mark the models that use them")
-        p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _add_global_flags(p, after_command: bool = False) -> None:
@@ -5865,7 +5930,7 @@ def build_parser():
     keeps startup (and --help) close to a bare interpreter's."""
     import argparse
     commands = "\n".join("  %-18s %s" % (" (".join(names) + (")" if len(names) > 1 else ""), text)
-                         for names, _handler, text in COMMANDS)
+                         for names, _handler, text, _args, _examples in COMMANDS)
     p = _Parser.make(prog="ramalama", usage="ramalama [global flags] COMMAND [flags] [args]",
                      description="Pull AI models into one content-addressed store and run them with "
                      "llama.cpp or vLLM, in podman, docker or natively.",
@@ -5878,38 +5943,18 @@ def build_parser():
     return p
 
 
-EXAMPLES = {
-    "pull": ["ramalama pull ollama://smollm:135m", "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
-             "ramalama pull --parallel 16 oci://registry.example.com/models/smollm:135m"],
-    "push": ["ramalama push ollama://smollm:135m oci://registry.example.com/models/smollm:135m",
-             "ramalama push --type ramalama file:///srv/m.gguf oci://registry.example.com/images/m:1"],
-    "run": ["ramalama run llama3.2:1b", "ramalama run llama3.2:1b 'summarise this' < notes.txt",
-            "ramalama --nocontainer run --ctx-size 8192 hf://bartowski/SmolLM2-135M-Instruct-GGUF"],
-    "serve": ["ramalama serve -d --port 8080 llama3.2:1b", "ramalama serve --generate kube:deploy/ llama3.2:1b"],
-    "list": ["ramalama list --sort size", "ramalama list --json", "ramalama list --format '{{.Name}} {{.Size}}'"],
-    "rm": ["ramalama rm llama3.2:1b", "ramalama rm --all"],
-    "inspect": ["ramalama inspect llama3.2:1b", "ramalama inspect --all --json llama3.2:1b"],
-    "login": ["echo $TOKEN | ramalama login -u me --password-stdin quay.io"],
-    "logout": ["ramalama logout quay.io", "ramalama logout --all"],
-    "containers": ["ramalama ps", "ramalama ps --format '{{.Names}} {{.URL}}'"],
-    "stop": ["ramalama stop ramalama-1a2b3c4d", "ramalama stop --all"],
-    "fsck": ["ramalama fsck", "ramalama fsck --repair"],
-    "export": ["ramalama export llama3.2:1b /media/usb/llama.tar", "ramalama export --image llama3.2:1b /media/usb/llama"],
-    "import": ["ramalama import /media/usb/llama.tar", "ramalama import /media/usb/llama ollama://llama3.2:1b"],
-    "completion": ["source <(ramalama completion bash)", "ramalama completion fish > ~/.config/fish/completions/ramalama.fish"],
-}
 
 
 def command_parser(name: str):
     """(parser, handler, canonical name) of one command, or a UsageError for an unknown one."""
-    for names, handler, help_text in COMMANDS:
-        if name in names:
-            examples = EXAMPLES.get(names[0])
-            p = _Parser.make(prog="ramalama " + names[0], description=help_text,
-                             epilog="examples:\n" + "\n".join("  " + e for e in examples) if examples else None)
-            _command_args(names[0], p)
+    for c in COMMANDS:
+        if name in c.names:
+            p = _Parser.make(prog="ramalama " + c.names[0], description=c.help,
+                             epilog="examples:\n" + "\n".join("  " + e for e in c.examples) if c.examples else None)
+            if c.args:
+                c.args(p)
             _add_global_flags(p, after_command=True)
-            return p, handler, names[0]
+            return p, c.handler, c.names[0]
     raise UsageError("unknown command %r (see 'ramalama --help')" % name)
 
 
