@@ -17,7 +17,7 @@ The module reads top to bottom in data-flow order:
  12. gguf          header reader for `inspect`
  13. launchers     engines, image digests, GPUs, argv builders, servers, the chat client
  14. output        progress bars and lines, tables
- 15. cli           argparse parser, one cmd_* function per command, main()
+ 15. cli           @command: each command's flags, examples and handler together; main()
 
 Store layout (root: --store, RAMALAMA_STORE, config `store`, else
 ~/.local/share/ramalama or /var/lib/ramalama for root):
@@ -27,11 +27,16 @@ Store layout (root: --store, RAMALAMA_STORE, config `store`, else
   tmp/                            downloads in progress and folders being built
   locks/                          flock files: store.lock, one per download
 
-Environment: RAMALAMA_CONFIG, RAMALAMA_STORE, RAMALAMA_TRANSPORT (or RAMALAMA_TRANSPORTS),
-RAMALAMA_IMAGE, RAMALAMA_CONTAINER_ENGINE, XDG_CONFIG_HOME, XDG_DATA_HOME.
+Environment: RAMALAMA_CONFIG, and RAMALAMA_<KEY> / RAMALAMA_<TABLE>__<KEY> for every config key
+(RAMALAMA_STORE, RAMALAMA_PORT, RAMALAMA_RUNTIMES__LLAMA_CPP__NGL, ...); HTTPS_PROXY, HTTP_PROXY,
+ALL_PROXY, NO_PROXY; CUDA_VISIBLE_DEVICES and the other GPU selection variables; XDG_CONFIG_HOME,
+XDG_DATA_HOME.
+
+Modules are imported where they are used, not at the top: `--help` loads only what argparse needs.
 
 Exit codes: 0 success, 1 failure (network, registry, store, digest), 2 usage
-(bad arguments, bad model name, bad config), 130 interrupted.
+(bad arguments, bad model name, bad config), 128 + the signal when stopped (130 Ctrl-C,
+143 SIGTERM, 129 SIGHUP).
 """
 from __future__ import annotations
 
