@@ -2692,12 +2692,13 @@ class Registry:
     """An OCI distribution client for one registry: scheme choice, auth challenges answered
     with cached tokens, manifests and blobs verified against their digests, uploads."""
 
-    def __init__(self, ctx, host: str):
-        self.ctx, self.host = ctx, host
+    def __init__(self, session: HTTPSession, host: str, *, env: dict, tls_verify: bool = None,
+                 authfile: str = None, log=None, warn=None):
+        self.session, self.host, self.env = session, host, env
         self.api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
-        self.session = ctx.session()
-        self.tls_verify = getattr(ctx.args, "tls_verify", None)
-        self.authfile = getattr(ctx.args, "authfile", None)
+        self.tls_verify, self.authfile = tls_verify, authfile
+        self.log = log or (lambda msg: None)
+        self.warn = warn or self.log
         self.upload_chunk, self.upload_monolithic = UPLOAD_CHUNK, UPLOAD_MONOLITHIC
         self._scheme = None
         self._auth = {}            # scope -> Authorization value
@@ -2720,13 +2721,13 @@ class Registry:
                     if isinstance(cause, ssl.SSLCertVerificationError) or not isinstance(
                             cause, (ssl.SSLError, ConnectionResetError, http.client.RemoteDisconnected)):
                         raise
-                    self.ctx.log("%s does not speak TLS; using plain HTTP" % self.api_host)
+                    self.log("%s does not speak TLS; using plain HTTP" % self.api_host)
                     self._scheme = "http"
         return "%s://%s" % (self._scheme, self.api_host)
 
     def credentials(self, repo: str = ""):
         if repo not in self._creds:
-            self._creds[repo] = find_credentials(self.ctx.env, self.host, repo, self.authfile)
+            self._creds[repo] = find_credentials(self.env, self.host, repo, self.authfile)
         return self._creds[repo]
 
     def request(self, method: str, path: str, scope: str, headers: dict = None, ok=(200,), body=None,
@@ -2780,7 +2781,7 @@ class Registry:
         """Prove the stored credentials against /v2/ (and its token service)."""
         self.request("GET", "/v2/", "", ok=(200,)).read(1 << 16)
         if not self._auth.get(""):
-            self.ctx.warn("%s did not ask for credentials; stored them anyway" % self.host)
+            self.warn("%s did not ask for credentials; stored them anyway" % self.host)
 
     # -- reading
     def manifest(self, name: str, reference: str) -> tuple:
@@ -2802,7 +2803,7 @@ class Registry:
         parse_digest(digest)
         return "%s/v2/%s/blobs/%s" % (self.base, name, digest)
 
-    def download(self, name: str, desc: dict, label: str, consume=None, downloader: "Downloader" = None):
+    def download(self, name: str, desc: dict, label: str, downloader: "Downloader", consume=None, on_wait=None):
         """Fetch a blob (resumable, verified) and consume it under its lock: by default it is
         published into blobs/. An expired token mid-way is renewed once and the download resumes."""
         digest, size = desc["digest"], desc.get("size")
@@ -2811,10 +2812,8 @@ class Registry:
             # settles auth first; the redirect to a CDN is not followed here
             self.request("HEAD", url, scope, ok=(200, 301, 302, 303, 307, 308), repo=name)
             try:
-                return (downloader or self.ctx.downloader()).fetch(
-                    url, "blob-" + parse_digest(digest), label, digest=digest, size=size,
-                    auth=self._auth.get(scope), consume=consume,
-                    on_wait=lambda: self.ctx.info("%s: another pull is downloading it; waiting" % label))
+                return downloader.fetch(url, "blob-" + parse_digest(digest), label, digest=digest, size=size,
+                                        auth=self._auth.get(scope), consume=consume, on_wait=on_wait)
             except HTTPStatusError as e:
                 if e.status != 401 or attempt:
                     raise
@@ -3213,7 +3212,7 @@ def pull_ollama(ctx, ref: Ref) -> tuple:
         if found is None:
             raise
         ctx.warn("%s; using the manifest from the local ollama store" % e)
-        reg = Registry(ctx, host)
+        reg = ctx.registry(host)
     return pull_from_registry(ctx, ref, reg, found)
 
 
@@ -3406,7 +3405,7 @@ def registry_for(ctx, host: str, name: str, reference: str, mirror_of: str = Non
     mirrors = (ctx.config.get("mirrors") or {}).get(mirror_of or host) or []
     candidates = ([mirrors] if isinstance(mirrors, str) else list(mirrors)) + [host]
     for i, candidate in enumerate(candidates):
-        reg = Registry(ctx, candidate)
+        reg = ctx.registry(candidate)
         try:
             return reg, reg.manifest(name, reference)
         except NetworkError as e:
@@ -3458,12 +3457,16 @@ def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
     if from_image:                        # ramalama pulled this very manifest as an image: no layer moves
         return from_image
     fmt, plans = plan_layers(manifest)
-    run_downloads(ctx, [lambda dl, p=p: reg.download(ref.name, p.desc, p.name, downloader=dl) for p in plans
+    def waiting(label):
+        return lambda: ctx.info("%s: another pull is downloading it; waiting" % label)
+    run_downloads(ctx, [lambda dl, p=p: reg.download(ref.name, p.desc, p.name, dl, on_wait=waiting(p.name))
+                        for p in plans
                         if p.kind == "raw" and not adopt_cached(ctx, p.desc["digest"], p.desc["size"])])
 
     def unpack(plan) -> list:
         unpacked = []
-        reg.download(ref.name, plan.desc, plan.name or "layer " + plan.desc["digest"][7:19],
+        label = plan.name or "layer " + plan.desc["digest"][7:19]
+        reg.download(ref.name, plan.desc, label, ctx.downloader(), on_wait=waiting(label),
                      consume=lambda path, _hex: unpacked.extend(unpack_layer(
                          store, path, plan.kind.endswith("gzip"), plan.kind.startswith("image"))))
         return unpacked
@@ -3556,7 +3559,7 @@ def push_model(ctx, model: Model, target: Ref, kind: str) -> str:
     """Upload a stored model as a ModelPack artifact (or a ramalama image) and tag it.
     Returns the manifest digest."""
     import json
-    store, reg = ctx.store, Registry(ctx, target.host)
+    store, reg = ctx.store, ctx.registry(target.host)
     facts = _model_facts(model)
     mounts = _mount_sources(store, target)
     cleanup = []
@@ -4205,7 +4208,7 @@ def resolve_image(ctx, image: str, engine: str, offline: bool = False) -> str:
         digest, via = _engine_digest(engine, ref, ctx.env), "engine"
     if digest is None and policy != "never":
         try:
-            digest, via = Registry(ctx, ref.host).manifest(ref.name, ref.tag)[2], "registry"
+            digest, via = ctx.registry(ref.host).manifest(ref.name, ref.tag)[2], "registry"
         except NetworkError as e:
             if pinned:
                 ctx.warn("cannot refresh %s (%s); keeping %s" % (key, e, pinned))
@@ -4863,6 +4866,11 @@ class Context:
             raise ConfigError("[ramalama.download] connections must be a positive integer, not %r" % (n,))
         return n
 
+    def registry(self, host: str) -> "Registry":
+        """An OCI client for `host` with this command's session, credentials file and TLS choice."""
+        return Registry(self.session(), host, env=self.env, tls_verify=getattr(self.args, "tls_verify", None),
+                        authfile=getattr(self.args, "authfile", None), log=self.log, warn=self.warn)
+
     def downloader(self, connections: int = None) -> "Downloader":
         return Downloader(self.session(), self.store, self.progress(), connections=connections or self.connections())
 
@@ -5322,7 +5330,7 @@ def cmd_login(ctx) -> int:
         password = _read_secret("password")
     if not user or not password:
         raise UsageError("login needs a user name and a password")
-    reg = Registry(ctx, host)
+    reg = ctx.registry(host)
     reg._creds[""] = (user, password)
     reg.login_check()
     path = auth_files(ctx.env, args.authfile)[0]

@@ -201,17 +201,13 @@ def test_push_ramalama_image_and_mount_across_repositories(cli, store, registry,
 
 
 def test_chunked_upload(tmp_path, registry, model_file, env):
-    import io
-    store = ramalama.Store(str(tmp_path / "s")).ensure()
-    args = ramalama.parse_args(["--debug", "--store", store.root, "pull", "x"])
-    log = io.StringIO()
-    ctx = ramalama.Context(args, env, ramalama.load_config(env), io.StringIO(), log)
-    reg = ramalama.Registry(ctx, registry.host)
+    log = []                               # the client takes its collaborators, no CLI context
+    reg = ramalama.Registry(ramalama.HTTPSession(log=log.append), registry.host, env=env, log=log.append)
     reg.upload_chunk, reg.upload_monolithic = 100_000, 100_000
     d = "sha256:" + sha(model_file)
     size = model_file.stat().st_size
     assert reg.upload("chunked/m", d, size, path=str(model_file)) == "uploaded"
-    assert log.getvalue().count("debug: PATCH ") == -(-size // 100_000)
+    assert sum(1 for line in log if line.startswith("PATCH ")) == -(-size // 100_000)
     assert reg.upload("chunked/m", d, size, path=str(model_file)) == "exists"
     import urllib.request                  # the registry assembled the chunks into the right blob
     with urllib.request.urlopen("http://%s/v2/chunked/m/blobs/%s" % (registry.host, d)) as resp:
