@@ -697,7 +697,8 @@ def read_toml(path: str, warnings: list = None) -> dict:
         except ValueError:
             raise ConfigError("%s: %s" % (path, e))
         if warnings is not None:
-            warnings.append("%s: not strict TOML (%s); read with its tables merged, as ramalama does" % (path, e))
+            warnings.append("%s: not strict TOML (%s); read with its tables merged, as ramalama does"
+                            % (path, e))
         return data
 
 
@@ -1222,8 +1223,9 @@ def proxy_failure(proxy: Proxy, target: str, e: BaseException = None, status: in
     if m:
         status = int(m.group(1))
     if status == 407:
-        return ProxyError("%s %s (HTTP 407)" % (where, "rejected the credentials in the proxy URL" if proxy.auth
-                                                  else "requires authentication: put user:password in the proxy URL"))
+        problem = ("rejected the credentials in the proxy URL" if proxy.auth
+                   else "requires authentication: put user:password in the proxy URL")
+        return ProxyError("%s %s (HTTP 407)" % (where, problem))
     if status:
         return ProxyError("%s could not connect to %s: HTTP %d %s" % (where, target, status,
                                                                      (m.group(2) if m else "").strip()))
@@ -1279,7 +1281,8 @@ class HTTPSession:
                             try:
                                 ctx.load_verify_locations(cafile=os.path.join(d, name))
                             except (OSError, ssl.SSLError) as e:
-                                raise NetworkError("cannot load CA certificate %s: %s" % (os.path.join(d, name), e))
+                                raise NetworkError("cannot load CA certificate %s: %s"
+                                                   % (os.path.join(d, name), e))
             self._ssl[key] = ctx
         return self._ssl[key]
 
@@ -1616,7 +1619,8 @@ class Downloader:
             attempts += 1                                 # short body: ask for the rest
             of = human_size(total) if total is not None else "an unknown size"
             if attempts > self.session.retries:
-                raise NetworkError("%s: connection keeps dropping at %s of %s" % (label, human_size(done), of))
+                raise NetworkError("%s: connection keeps dropping at %s of %s"
+                                   % (label, human_size(done), of))
             self.session.backoff(attempts - 1, None, "%s: connection dropped at %s of %s"
                                  % (label, human_size(done), of))
 
@@ -1719,7 +1723,8 @@ class Downloader:
                 resp.discard()
                 failures += 1
                 if current == job.url or failures > self.session.retries:
-                    raise NetworkError("%s: HTTP %d for a part of the download" % (redact(current), resp.status))
+                    raise NetworkError("%s: HTTP %d for a part of the download"
+                                       % (redact(current), resp.status))
                 job.resolve_again(current, lambda: self.session.request(
                     "GET", job.url, headers={"Range": "bytes=0-0"}, ok=(206,), auth=auth))
                 continue
@@ -1745,7 +1750,8 @@ class Downloader:
                 else:
                     failures += 1
                     if failures > self.session.retries:
-                        raise NetworkError("%s: a part keeps failing: %s" % (redact(current), _describe_oserror(e)))
+                        raise NetworkError("%s: a part keeps failing: %s"
+                                           % (redact(current), _describe_oserror(e)))
                 self.session.backoff(max(failures - 1, 0), None, "part at %d: %s" % (pos, _describe_oserror(e)))
 
     @staticmethod
@@ -1874,7 +1880,8 @@ class _PartsJob:
         if self.errors:
             return self.errors[0]
         if any(p.left for p in self.parts):
-            return self.stalled[0] if self.stalled else NetworkError("%s: parts left unfinished" % redact(self.url))
+            return self.stalled[0] if self.stalled else NetworkError("%s: parts left unfinished"
+                                                                     % redact(self.url))
         return None
 
 
@@ -2203,7 +2210,8 @@ class Store:
         if version is None and isinstance(meta, dict):
             version = meta["version"] = 0              # written before layouts carried a version: same fields
         if not _ref_json_ok(meta):
-            raise StoreError("%s: malformed %s (run `ramalama fsck`, or pull the model again)" % (path, REF_FILE))
+            raise StoreError("%s: malformed %s (run `ramalama fsck`, or pull the model again)"
+                             % (path, REF_FILE))
         return Model(meta.get("ref", path), path, meta)
 
     def find(self, ref: Ref):
@@ -2757,7 +2765,8 @@ class Registry:
         basic = "Basic " + base64.b64encode(("%s:%s" % creds).encode()).decode() if creds else None
         if scheme == "basic":
             if not basic:
-                raise AuthError("%s requires authentication; run `ramalama login %s`" % (self.host, self.host))
+                raise AuthError("%s requires authentication; run `ramalama login %s`"
+                                % (self.host, self.host))
             return basic
         if scheme != "bearer" or not params.get("realm"):
             raise AuthError("%s: unsupported authentication challenge %r" % (self.host, challenge[:80]))
@@ -2877,7 +2886,8 @@ class Registry:
         return "uploaded"
 
     def put_manifest(self, name: str, tag: str, data: bytes, media_type: str) -> str:
-        resp = self.request("PUT", "/v2/%s/manifests/%s" % (name, tag), _scope(name, push=True), ok=(200, 201),
+        resp = self.request("PUT", "/v2/%s/manifests/%s"
+                            % (name, tag), _scope(name, push=True), ok=(200, 201),
                             body=data, headers={"Content-Type": media_type, "Content-Length": str(len(data))})
         resp.read(1 << 16)
         return _sha256_bytes(data)
@@ -3329,7 +3339,8 @@ def pull_hf(ctx, ref: Ref) -> tuple:
     auth = "Bearer " + token if token else None
     rev = ref.revision or "main"
     try:
-        resp = session.request("GET", "%s/api/models/%s/revision/%s" % (endpoint, ref.name, quote(rev, safe="")),
+        resp = session.request("GET", "%s/api/models/%s/revision/%s"
+                               % (endpoint, ref.name, quote(rev, safe="")),
                                auth=auth)
         commit = _load_json(resp.read(16 << 20), "revision answer").get("sha")
         if not isinstance(commit, str) or len(commit) != 40 or commit.strip("0123456789abcdef"):
@@ -3436,7 +3447,8 @@ def _from_engine_image(ctx, ref: Ref, digest: str):
     finally:
         unmount_image(ctx, model)
     name = os.path.basename(path)
-    ctx.info("%s: taken from the image ramalama pulled (%s); no layer downloaded" % (ref, model.meta["image"][:12]))
+    ctx.info("%s: taken from the image ramalama pulled (%s); no layer downloaded"
+             % (ref, model.meta["image"][:12]))
     return [FileSpec(name, "sha256:" + hexdigest, size, file_role(name), "")], {"manifest_digest": digest}
 
 
@@ -3630,7 +3642,8 @@ class Layout:
             self.tar = tarfile.open(path, "r:*")
             self.members = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isreg()}
         except (OSError, tarfile.TarError) as e:
-            raise NotFound("%s is neither an OCI layout directory nor a readable tar archive (%s)" % (path, e))
+            raise NotFound("%s is neither an OCI layout directory nor a readable tar archive (%s)"
+                           % (path, e))
 
     def _file(self, name: str):
         name = safe_relpath(name)
@@ -3804,7 +3817,8 @@ def pull_model(ctx, ref: Ref) -> Model:
     store = ctx.store.ensure()
     folder_key = _sha256_bytes(store.folder(ref).encode())[7:39]
     with store.lock("store", shared=True, on_wait=lambda: ctx.info("waiting for rm/prune to finish")), \
-            store.lock("pull-" + folder_key, on_wait=lambda: ctx.info("%s: another pull is running; waiting" % (ref,))):
+            store.lock("pull-" + folder_key, on_wait=lambda: ctx.info("%s: another pull is running; waiting"
+                                                                      % (ref,))):
         # one pull per model at a time: the second finds the first's result up to date
         files, meta = puller(ctx, ref)
         return store.publish_model(ref, files, meta)
@@ -4201,7 +4215,8 @@ def resolve_image(ctx, image: str, engine: str, offline: bool = False) -> str:
         digest = _engine_digest(engine, ref, ctx.env) if engine else None
         if digest:
             return pinned_name(ref, digest)
-        ctx.warn("image %s is unresolved (no pin recorded); a run without --dryrun pins it to a digest first" % key)
+        ctx.warn("image %s is unresolved (no pin recorded); a run without --dryrun pins it to a digest first"
+                 % key)
         return key
     digest, via = None, None
     if policy not in ("always", "newer") and engine:
@@ -5134,7 +5149,8 @@ def _print_facts(out, facts: dict) -> None:
         text = repr(value) if not isinstance(value, str) else value
         out.write("  %s = %s\n" % (tty_safe(key), tty_safe(text if len(text) < 200 else text[:200] + "...")))
     for t in facts.get("tensors", []):
-        out.write("  tensor %s %s %s\n" % (tty_safe(t["name"]), "x".join(map(str, t["shape"])), tty_safe(t["type"])))
+        out.write("  tensor %s %s %s\n"
+                  % (tty_safe(t["name"]), "x".join(map(str, t["shape"])), tty_safe(t["type"])))
 
 
 ACCELERATORS = {"nvidia": "cuda", "amd": "hip", "intel": "intel", "none": "none"}   # ramalama's words
@@ -5556,7 +5572,8 @@ def cmd_serve(ctx) -> int:
         server.wait_healthy()
         if server.name and args.detach:
             ctx.out.write("%s\n" % tty_safe(server.name))
-            ctx.info("Serving %s at %s in container %s (image %s)" % (model.ref, url, server.name, server.image))
+            ctx.info("Serving %s at %s in container %s (image %s)"
+                     % (model.ref, url, server.name, server.image))
             detached = True
             return 0
         ctx.info("Serving %s at %s (OpenAI API%s)%s; Ctrl-C stops it"
@@ -5809,7 +5826,8 @@ def _engine_out(ctx, engine: str, *argv) -> str:
     import subprocess
     proc = subprocess.run([engine] + list(argv), capture_output=True, text=True, env=ctx.env)
     if proc.returncode != 0:
-        raise EngineError("%s %s failed: %s" % (engine, argv[0], (proc.stderr.strip().splitlines() or ["?"])[-1]))
+        raise EngineError("%s %s failed: %s"
+                          % (engine, argv[0], (proc.stderr.strip().splitlines() or ["?"])[-1]))
     return proc.stdout.strip()
 
 
@@ -5845,7 +5863,8 @@ def completion_script(shell: str) -> str:
         lines = ["complete -c ramalama -f"]
         for names, _handler, text, *_ in COMMANDS:
             for name in names:
-                lines.append("complete -c ramalama -n __fish_use_subcommand -a %s -d %s" % (name, _fish_quote(text)))
+                lines.append("complete -c ramalama -n __fish_use_subcommand -a %s -d %s"
+                             % (name, _fish_quote(text)))
                 lines += ["complete -c ramalama -n '__fish_seen_subcommand_from %s' -l %s" % (name, f[2:])
                           for f in flags[name]]
         lines += ["complete -c ramalama -n __fish_use_subcommand -l %s" % f[2:] for f in top]
@@ -6031,7 +6050,8 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
         return e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
-        err.write("\nInterrupted\n" if signum == signal.SIGINT else "\nStopped by %s\n" % signal.Signals(signum).name)
+        err.write("\nInterrupted\n" if signum == signal.SIGINT else "\nStopped by %s\n"
+                  % signal.Signals(signum).name)
         return 128 + signum
     except RamalamaError as e:
         if debug:
