@@ -635,14 +635,12 @@ def coerce(value, kind):
             return value
         if text in TRUE_WORDS or text in FALSE_WORDS:
             return text in TRUE_WORDS
-    elif isinstance(value, bool):
-        pass
-    elif kind in (int, "layers"):
+    elif kind in (int, "layers") and not isinstance(value, bool):
         if kind == "layers" and text in ("all", "auto"):
             return text
         if isinstance(value, int) or (text is not None and re.fullmatch(r"[-+]?\d+", text)):
             return int(value)
-    elif kind is float:
+    elif kind is float and not isinstance(value, bool):
         if isinstance(value, (int, float)):
             return float(value)
         if text is not None and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", text):
@@ -1661,11 +1659,10 @@ class Downloader:
                         self.progress.update(job.done())
             except BaseException:
                 job.errors.append(KeyboardInterrupt())     # tell the workers to stop
-                saved.save(job.snapshot(state))
                 raise
             finally:
+                saved.save(job.snapshot(state))            # the last word, however the loop ended
                 saved.close()
-            _write_json_atomic(state_path, job.snapshot(state))
             failure = job.failure()
             if self.progress:
                 self.progress.finish(failure is None)
@@ -2216,7 +2213,7 @@ class Store:
 
     def find(self, ref: Ref):
         """Our model for ref, else one ramalama 0.25 pulled into the same directory, else None."""
-        model = self.load(self.folder(ref)) if os.path.isdir(self.repos) else None
+        model = self.load(self.folder(ref)) if self.exists() else None
         if model is None:
             model = next((m for m in self.ramalama_models() if m.ref == str(ref)), None)
         return model
@@ -2385,6 +2382,13 @@ _NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, err
 # -- models that ramalama 0.25 pulled into <root>/store/: read and adopted, never written
 
 RAMALAMA_ROLES = {"gguf": "model", "mmproj": "mmproj", "chat_template": "template"}
+
+
+def linkable_unchanged(path: str) -> bool:
+    """Whether one of ramalama's files can be hardlinked as a blob without changing it: only
+    when it is read-only already (publishing makes a blob's inode 0444); else it is copied."""
+    import stat
+    return stat.S_IMODE(os.stat(path).st_mode) == 0o444
 
 
 def ramalama_name(source: str, path: str, tag: str) -> str:
@@ -3149,7 +3153,6 @@ def cached_blob_paths(env: dict, digest: str, root: str = None):
 def adopt_cached(ctx, digest: str, size: int = None) -> bool:
     """True when the store has the blob, or now has it from a local ollama store or Hugging
     Face cache: hardlinked (copied across filesystems) after its bytes hash to `digest`."""
-    import stat
     store = ctx.store
     if store.has_blob(digest):
         return True
@@ -3158,8 +3161,7 @@ def adopt_cached(ctx, digest: str, size: int = None) -> bool:
         try:
             if not os.path.isfile(path) or (size is not None and os.path.getsize(path) != size):
                 continue
-            # ramalama's files are never changed: linked only when already read-only, else copied
-            mine = not path.startswith(ramalamas) or stat.S_IMODE(os.stat(path).st_mode) == 0o444
+            mine = not path.startswith(ramalamas) or linkable_unchanged(path)
             store.import_file(path, expect=digest, link=mine)
         except OSError as e:
             ctx.log("cannot reuse %s: %s" % (path, e.strerror or e))
@@ -3795,7 +3797,6 @@ TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pul
 def adopted(ctx, model: Model) -> Model:
     """Our model for one of ramalama's (pushing and exporting need its digests): its files are
     hashed into blobs/ (linked when already read-only, else copied: theirs are never changed)."""
-    import stat
     if model.meta.get("store") != "ramalama":
         return model
     store = ctx.store.ensure()
@@ -3803,7 +3804,7 @@ def adopted(ctx, model: Model) -> Model:
     with store.lock("store", shared=True):          # prune waits until the folder holds them
         for f in model.files:
             path = os.path.join(model.path, f.name)
-            hexdigest, size = store.import_file(path, link=stat.S_IMODE(os.stat(path).st_mode) == 0o444)
+            hexdigest, size = store.import_file(path, link=linkable_unchanged(path))
             files.append(FileSpec(f.name, "sha256:" + hexdigest, size, f.role, ""))
         adopted_model = store.publish_model(parse_ref(model.ref), files, {"adopted_from": model.meta["ramalama_name"]})
     ctx.info("%s: adopted from ramalama's store" % model.ref)
@@ -4988,8 +4989,9 @@ def cmd_list(ctx) -> int:
     """Our models and those ramalama 0.25 pulled into the same directory (marked as its)."""
     store = ctx.store
     ours = list(store.models()) if store.exists() else []
+    names = {o.ref for o in ours}
     theirs = [m for m in list(store.ramalama_models()) + engine_models(ctx, to_run=True)
-              if m.ref not in {o.ref for o in ours}]                          # adopted ones: once
+              if m.ref not in names]                                            # adopted ones: once
     models = _sorted(ours + theirs, ctx.args.sort, ctx.args.order)
     if ctx.args.json:                   # ramalama 0.25's keys and formats, then ours
         from datetime import datetime
@@ -5448,38 +5450,27 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         except EngineError as e:
             ctx.warn("%s; running natively instead" % e)
     env.update(e.partition("=")[::2] for e in getattr(ctx.args, "env", None) or [] if "=" in e)
-    if model.meta.get("store") == "ramalama-image":
-        return _start_native_from_image(ctx, model, runtime, sock or host, port, gpu, endpoint, socket_dir, env, key)
-    argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, model.path))
-    if ctx.args.dryrun:
-        ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
-        return None
-    log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
-    return start_native(argv, endpoint, log_path, env, key)
-
-
-def _start_native_from_image(ctx, model, runtime, host, port, gpu, endpoint, socket_dir, env, key):
-    """Natively, a model ramalama keeps as an image runs from the image mounted on this host,
-    unmounted when the server stops."""
-    import shlex
-    root = mount_image(ctx, model)
+    # a model ramalama keeps as an image runs from the image mounted here, unmounted when it stops
+    from_image = model.meta.get("store") == "ramalama-image"
+    root = mount_image(ctx, model) if from_image else model.path
     server = None
     try:
-        argv = runtime_argv(serve_options(ctx, model, runtime, host, port, gpu, root))
+        argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, root))
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
         log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
         server = start_native(argv, endpoint, log_path, env, key)
     finally:
-        if server is None:
+        if from_image and server is None:
             unmount_image(ctx, model)
-    stop = server.stop
+    if from_image:
+        stop = server.stop
 
-    def stop_and_unmount():
-        stop()
-        unmount_image(ctx, model)
-    server.stop = stop_and_unmount
+        def stop_and_unmount():
+            stop()
+            unmount_image(ctx, model)
+        server.stop = stop_and_unmount
     return server
 
 
@@ -6011,15 +6002,16 @@ def _on_stop_signal(signum, frame):
 
 
 def _stop_signals_unwind() -> dict:
-    """Route the stop signals to _on_stop_signal (main thread only); the old handlers."""
+    """Route the stop signals to _on_stop_signal; the old handlers. Outside the main thread
+    (main() called by another program) handlers cannot be set, and none are."""
     import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        return {}
     old = {}
     for name in STOP_SIGNALS:
         signum = getattr(signal, name)
-        old[signum] = signal.signal(signum, _on_stop_signal)
+        try:
+            old[signum] = signal.signal(signum, _on_stop_signal)
+        except ValueError:                      # "signal only works in main thread"
+            break
     return old
 
 
