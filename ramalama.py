@@ -1051,6 +1051,8 @@ def default_store(env: dict) -> str:
 # ---------------------------------------------------------------------------
 
 RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+# what an API client reads itself: every status but the redirects the session follows
+API_STATUSES = tuple(s for s in range(200, 600) if s not in (301, 302, 303, 307, 308))
 
 
 class Response:
@@ -3981,11 +3983,14 @@ CONTAINER_MODELS = "/mnt/models"
 CONTAINER_SOCKET_DIR = "/run/ramalama"
 LABEL = "ai.ramalama"
 HEALTH_TIMEOUT = 300.0
+API_TIMEOUT = 600.0         # a CPU can think for minutes before its first token
 
 
 class ServeOptions(namedtuple("ServeOptions", "runtime model mmproj template alias host port ctx_size ngl "
-                                              "threads temp seed extra max_tokens", defaults=(None,))):
-    """What a runtime is told, with paths as the runtime sees them (host or container)."""
+                                              "threads temp seed extra max_tokens models_max",
+                              defaults=(None, None))):
+    """What a runtime is told, with paths as the runtime sees them (host or container). With
+    models_max, `model` is a directory of models that llama-server's router serves by name."""
     __slots__ = ()
 
 
@@ -3998,7 +4003,11 @@ def runtime_argv(o: ServeOptions) -> list:
             if value is not None:
                 argv += [flag, str(value)]
         return argv + shlex.split(o.extra or "")
-    argv = ["llama-server", "--host", o.host, "--port", str(o.port), "--model", o.model, "--alias", o.alias]
+    argv = ["llama-server", "--host", o.host, "--port", str(o.port)]
+    if o.models_max:
+        argv += ["--models-dir", o.model, "--models-max", str(o.models_max)]
+    else:
+        argv += ["--model", o.model, "--alias", o.alias]
     for flag, value in (("--ctx-size", o.ctx_size), ("--n-gpu-layers", o.ngl), ("--threads", o.threads),
                         ("--temp", o.temp), ("--seed", o.seed), ("--mmproj", o.mmproj),
                         ("--n-predict", o.max_tokens or None)):
@@ -4055,13 +4064,13 @@ def gpu_devices(engine: str, gpu: str, env: dict = None) -> list:
     return []
 
 
-def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: list, *, name: str,
+def container_argv(engine: str, exe: str, image: str, command: list, mounts: list, *, name: str,
                    labels: dict, gpu: str, devices: list, publish: str = None, socket_dir: str = None,
                    detach: bool = True, env_names: tuple = (), accel: dict = None, host_env: dict = None,
                    extra: list = ()) -> list:
-    """`podman|docker run` for a model server: read-only model mounts, every capability dropped,
-    no new privileges, an init process, our labels; either a published port or no network at
-    all and a unix socket in a mounted directory. `env_names` pass variables by name only:
+    """`podman|docker run` for a model server or tool: read-only model mounts, every capability
+    dropped, no new privileges, an init process, our labels; a published port, or no network at
+    all (with a unix socket in a mounted directory for a server). `env_names` pass variables by name only:
     their values (an API key) come from the engine's environment, never from argv; `accel`
     holds the GPU selection variables the container gets (see accel_env); `extra` are engine
     flags the user asked for (--env, --network, --privileged, ...)."""
@@ -4076,10 +4085,10 @@ def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: l
     argv += ["--cap-drop=all", "--security-opt=no-new-privileges", "--init"]
     if publish:
         argv += ["-p", publish]
+    else:
+        argv += [a for a in extra if a.startswith("--network=")] or ["--network=none"]
     if socket_dir:
-        network = [a for a in extra if a.startswith("--network=")]
-        argv += (network or ["--network=none"]) + [
-            "--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR)]
+        argv.append("--mount=type=bind,src=%s,destination=%s" % (socket_dir, CONTAINER_SOCKET_DIR))
     for src, dst in mounts:
         if src.startswith("image:"):            # a model ramalama keeps as an image
             argv.append("--mount=type=image,source=%s,destination=%s" % (src[len("image:"):], dst))
@@ -4089,8 +4098,8 @@ def container_argv(engine: str, exe: str, image: str, o: ServeOptions, mounts: l
         argv += gpu_devices(engine, gpu, host_env)
         for dev in devices:
             argv += ["--device", dev]
-    argv += [a for a in extra if not (socket_dir and a.startswith("--network="))]
-    return argv + [image] + runtime_argv(o)
+    argv += [a for a in extra if publish or not a.startswith("--network=")]
+    return argv + [image] + command
 
 
 def engine_flags(args, config: Config, engine: str) -> list:
@@ -4321,7 +4330,7 @@ def get_model(ctx, ref: Ref) -> Model:
     return model
 
 
-# -- the OpenAI-compatible endpoint: health and chat, over TCP or a unix socket
+# -- the OpenAI-compatible API: health, models and chat, over TCP or a unix socket
 
 def _http_connection(endpoint: str, timeout: float):
     """endpoint: 'http://host:port' or 'unix:/path/to.sock'."""
@@ -4365,46 +4374,133 @@ def wait_healthy(endpoint: str, alive, timeout: float = HEALTH_TIMEOUT, clock=ti
     raise RamalamaError("the model server was not ready after %d s" % timeout)
 
 
-def chat(endpoint: str, alias: str, messages: list, out, timeout: float = 600.0, api_key: str = None) -> str:
-    """One streamed /v1/chat/completions exchange; writes tokens to `out` as they arrive and
-    returns the whole reply."""
+def api_base(url: str) -> str:
+    """An OpenAI API base: 'http://h:8080' means 'http://h:8080/v1'; a URL with a path is the
+    base as given ('https://example.com/openai/v1'); 'unix:/path' is a socket with the API at /v1."""
+    from urllib.parse import urlsplit
+    if url.startswith("unix:"):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError("not an http(s) URL: %r" % url)
+    return url.rstrip("/") + ("/v1" if parts.path.strip("/") == "" else "")
+
+
+def api_error_message(status: int, body: bytes, key_sent: bool) -> str:
+    """One line for an API error: the server's own message ({"error": {"message": ...}} as
+    OpenAI and llama-server send it, {"error": "..."}, or plain text) and what to do about a 401."""
     import json
-    import http.client
-    body = json.dumps({"model": alias, "messages": messages, "stream": True}).encode()
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    if api_key:
-        headers["Authorization"] = "Bearer " + api_key
-    conn = _http_connection(endpoint, timeout)
+    text = body.decode("utf-8", "replace").strip()
     try:
-        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise RamalamaError("the model server answered HTTP %d: %s"
-                                % (resp.status, resp.read(500).decode("utf-8", "replace").strip()))
-        reply = []
-        while True:
-            line = resp.readline()
-            if not line:
-                break
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
+        doc = json.loads(text)
+        err = doc.get("error", doc) if isinstance(doc, dict) else doc
+        detail = err.get("message") or err.get("detail") or "" if isinstance(err, dict) else str(err)
+    except ValueError:
+        detail = text
+    detail = " ".join(str(detail).split())[:300]
+    hint = ""
+    if status in (401, 403):
+        hint = ("the server refused the API key" if key_sent else
+                "the server wants an API key: pass --api-key or set RAMALAMA_API_KEY")
+    return "HTTP %d%s%s" % (status, ": " + detail if detail else "", " (%s)" % hint if hint else "")
+
+
+class APIClient:
+    """One OpenAI-compatible endpoint (ours, llama-server's, vLLM's or a hosted one): the models
+    it offers and streamed chat. HTTP(S) goes through an HTTPSession (proxies, TLS, the key
+    sent to that origin only); a unix socket is dialled directly."""
+
+    def __init__(self, base: str, api_key: str = None, session: "HTTPSession" = None):
+        self.base, self.api_key, self.session = api_base(base), api_key, session
+
+    def _send(self, method: str, path: str, body: bytes = None, stream: bool = False):
+        """(status, http.client.HTTPResponse, close) for base + path."""
+        import http.client
+        import socket
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        auth = "Bearer " + self.api_key if self.api_key else None
+        if self.base.startswith("unix:"):
+            conn = _http_connection(self.base, API_TIMEOUT)
+            if auth:
+                headers["Authorization"] = auth
             try:
-                delta = json.loads(data)["choices"][0].get("delta", {}).get("content") or ""
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-                continue
-            reply.append(delta)
-            out.write(delta)
-            out.flush()
-        out.write("\n")
-        return "".join(reply)
-    except (OSError, http.client.HTTPException) as e:
-        raise RamalamaError("lost the model server: %s" % e)
-    finally:
-        conn.close()
+                conn.request(method, "/v1" + path, body=body, headers=headers)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                raise NetworkError("%s: %s" % (self.base, _describe_oserror(e))) from e
+            return resp.status, resp, conn.close
+        try:
+            resp = self.session.request(method, self.base + path, headers=headers, body=body, auth=auth,
+                                        ok=API_STATUSES)
+        except NetworkError as e:
+            if not isinstance(e.__cause__, (ConnectionError, socket.gaierror)):
+                raise
+            raise NetworkError("no model server answers at %s (%s); start one with `ramalama serve -d MODEL`, "
+                               "or pass --url" % (redact(self.base), _describe_oserror(e.__cause__))) from e
+        return resp.status, resp.raw, lambda: resp.close(reuse=False)
+
+    def _fail(self, status: int, raw, path: str):
+        message = "%s%s: %s" % (redact(self.base), path,
+                                api_error_message(status, raw.read(1 << 16), bool(self.api_key)))
+        raise NotFound(message) if status == 404 else HTTPStatusError(message, status)
+
+    def models(self) -> list:
+        """The /models list: dicts with at least "id"."""
+        import json
+        status, raw, close = self._send("GET", "/models")
+        try:
+            if status != 200:
+                self._fail(status, raw, "/models")
+            try:
+                data = json.loads(raw.read(16 << 20)).get("data")
+            except (ValueError, AttributeError):
+                data = None
+            if not isinstance(data, list):
+                raise RamalamaError("%s/models: the answer is not an OpenAI model list" % redact(self.base))
+            return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        finally:
+            close()
+
+    def chat(self, model: str, messages: list, out, **options) -> str:
+        """One streamed /chat/completions exchange: tokens are written to `out` as they arrive;
+        returns the whole reply. `options` (max_tokens, temperature) go into the request."""
+        import json
+        import http.client
+        request = {"messages": messages, "stream": True}
+        request.update((k, v) for k, v in options.items() if v is not None)
+        if model:
+            request["model"] = model
+        status, raw, close = self._send("POST", "/chat/completions", json.dumps(request).encode(), stream=True)
+        try:
+            if status != 200:
+                self._fail(status, raw, "/chat/completions")
+            reply = []
+            while True:
+                line = raw.readline()
+                if not line:
+                    break
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    break
+                try:
+                    delta = json.loads(data)["choices"][0].get("delta", {}).get("content") or ""
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                    continue
+                reply.append(delta)
+                out.write(delta)
+                out.flush()
+            out.write("\n")
+            return "".join(reply)
+        except (OSError, http.client.HTTPException) as e:
+            raise NetworkError("lost the model server: %s" % _describe_oserror(e)) from e
+        finally:
+            close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -4493,22 +4589,19 @@ def _model_paths(model: Model) -> dict:
     return {"model": main_file.name, "mmproj": mmproj, "template": template}
 
 
-def serve_options(ctx, model: Model, runtime: str, host: str, port: int, gpu: str, root: str) -> ServeOptions:
+def serve_options(model: Model, runtime: str, host: str, port: int, gpu: str, root: str,
+                  settings: dict) -> ServeOptions:
     """Options for the runtime, with file paths below `root` (the model folder natively,
-    /mnt/models in a container). vLLM is given the folder when the model is not a GGUF."""
-    args = ctx.args
+    /mnt/models in a container). vLLM is given the folder when the model is not a GGUF.
+    `settings`: ctx_size, ngl, threads, temp, seed, runtime_args, max_tokens as chosen."""
     paths = _model_paths(model)
     under = {k: (root + "/" + v if v else None) for k, v in paths.items()}
     if runtime == "vllm" and not paths["model"].endswith(".gguf"):
         under["model"] = root
-
-    def setting(key):
-        """The flag, else [ramalama.runtimes.<runtime>], else [ramalama]."""
-        value = getattr(args, key, None)
-        return value if value is not None else ctx.config.runtime_get(runtime, key)
+    s = settings
     return ServeOptions(runtime, under["model"], under["mmproj"], under["template"], model.ref, host, port,
-                        setting("ctx_size") or None, gpu_layers(setting("ngl"), gpu), setting("threads"),
-                        setting("temp"), args.seed, args.runtime_args, setting("max_tokens"))
+                        s["ctx_size"] or None, gpu_layers(s["ngl"], gpu), s["threads"], s["temp"], s["seed"],
+                        s["runtime_args"], s["max_tokens"])
 
 
 def gpu_layers(ngl, gpu: str) -> int:
@@ -4524,6 +4617,35 @@ def gpu_layers(ngl, gpu: str) -> int:
 def model_mounts(model: Model) -> list:
     """(host file, container path) for every file: hardlinks, so each mount is a plain file."""
     return [(os.path.join(model.path, f.name), CONTAINER_MODELS + "/" + f.name) for f in model.files]
+
+
+def served_name(ref: str) -> str:
+    """The name a model answers to among several: its reference without the scheme, in
+    characters a file and a mount option take ('ollama://smollm:135m' -> 'smollm:135m',
+    'hf://org/repo:Q4_K_M' -> 'org-repo:Q4_K_M'); a file or URL model by its file name."""
+    import re
+    scheme, _, rest = ref.partition("://")
+    if scheme in ("file", "http", "https"):
+        rest = rest.rstrip("/").rsplit("/", 1)[-1]
+        rest = rest[:-5] if rest.endswith(".gguf") else rest
+    return re.sub(r"[^A-Za-z0-9._:+-]", "-", rest).lstrip(".-") or "model"
+
+
+def router_files(models: list) -> list:
+    """(host file, 'name/file.gguf') for every GGUF file of each model: llama-server's router
+    serves each folder of its --models-dir as one model (shards and projector included) under
+    the folder's name. Two models with one name get '-2', '-3', ..."""
+    entries, taken = [], set()
+    for model in models:
+        name = base = served_name(model.ref)
+        n = 1
+        while name in taken:
+            n += 1
+            name = "%s-%d" % (base, n)
+        taken.add(name)
+        entries += [(os.path.join(model.path, f.name), name + "/" + f.name)
+                    for f in model.files if f.name.endswith(".gguf")]
+    return entries
 
 
 def _tail(path: str, lines: int = 5) -> str:
@@ -4597,6 +4719,14 @@ def _die_with_parent():
     return lambda: prctl(1, signal.SIGTERM)
 
 
+def remove_container(exe: str, name: str, env: dict) -> None:
+    """Stop the container and remove it: --rm removes it a moment after it stops; rm -f makes
+    that done when we return."""
+    import subprocess
+    subprocess.run([exe, "stop", "-t", "3", name], capture_output=True, env=env)
+    subprocess.run([exe, "rm", "-f", name], capture_output=True, env=env)
+
+
 def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, env: dict,
                     api_key: str = None) -> Server:
     """Start a detached container; a RamalamaError when the engine cannot run it. Stopped
@@ -4621,14 +4751,69 @@ def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, 
         return state.returncode == 0 and state.stdout.strip() == "true"
 
     def stop():
-        # --rm removes the container a moment after it stops; rm -f makes that done when we return
-        subprocess.run([exe, "stop", "-t", "3", name], capture_output=True, env=env)
-        subprocess.run([exe, "rm", "-f", name], capture_output=True, env=env)
+        remove_container(exe, name, env)
 
     def logs():
         out = subprocess.run([exe, "logs", "--tail", "5", name], capture_output=True, text=True, env=env)
         return " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
     return Server(endpoint, alive, stop, logs, name=name, image=image, api_key=api_key)
+
+
+# -- running a tool to its end: llama-bench, llama-perplexity
+
+def bench_argv(model: str, ngl: int, threads: int = None, fmt: str = "table", extra: str = None) -> list:
+    """llama-bench on one model: its markdown table, or its JSON with fmt json."""
+    import shlex
+    argv = ["llama-bench", "-m", model, "-ngl", str(ngl)]
+    if threads:
+        argv += ["-t", str(threads)]
+    return argv + (["-o", "json"] if fmt == "json" else []) + shlex.split(extra or "")
+
+
+def perplexity_argv(model: str, text: str, ngl: int, threads: int = None, ctx_size: int = None,
+                    extra: str = None) -> list:
+    """llama-perplexity of one model over a text file."""
+    import shlex
+    argv = ["llama-perplexity", "-m", model, "-f", text, "-ngl", str(ngl)]
+    for flag, value in (("--threads", threads), ("--ctx-size", ctx_size)):
+        if value:
+            argv += [flag, str(value)]
+    return argv + shlex.split(extra or "")
+
+
+def run_to_end(argv: list, env: dict, out, err, stop=None) -> int:
+    """Run argv to its end, copying its stdout to `out` and stderr to `err` as they come
+    (through SafeStreams: what a tool prints of a model's metadata is not ours to trust). A
+    stop signal stops it: `stop(proc)`, else SIGTERM. Returns its exit status."""
+    import codecs
+    import subprocess
+    import threading
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, preexec_fn=_die_with_parent())
+
+    def copy(pipe, stream):
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        for chunk in iter(lambda: os.read(pipe.fileno(), 1 << 16), b""):
+            stream.write(decoder.decode(chunk))
+            stream.flush()
+        stream.write(decoder.decode(b"", final=True))
+    errors = threading.Thread(target=copy, args=(proc.stderr, err), daemon=True)
+    errors.start()
+    try:
+        copy(proc.stdout, out)
+        status = proc.wait()
+        errors.join()
+        return status
+    except BaseException:
+        (stop or (lambda p: p.terminate()))(proc)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 # ---------------------------------------------------------------------------
@@ -4799,25 +4984,21 @@ def _add_registry_flags(p) -> None:
     p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
 
 
-def _add_runtime_flags(p) -> None:
+def _add_launch_flags(p) -> None:
+    """Flags of every command that starts a runtime or a tool: how it runs and where."""
     p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
-    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
     p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
                    help="layers to offload to the GPU (config ngl; default auto: all when a GPU is found, else 0)")
-    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
     p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
-    p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
     p.add_argument("--device", action="append", metavar="DEV",
                    help="device for the container (repeatable); none: no device, not even the GPU")
     p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default=None,
                    help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
                    "ask the registry again; never: no registry)")
     p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
-    p.add_argument("--max-tokens", type=int, metavar="N",
-                   help="most tokens to generate per answer, 0 = unlimited (config max_tokens)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment variable for the runtime (repeatable)")
-    p.add_argument("--network", metavar="MODE", help="container network (run: none unless given)")
+    p.add_argument("--network", metavar="MODE", help="container network (default: none unless a port is served)")
     p.add_argument("--privileged", action="store_true", help="give the container extended privileges")
     p.add_argument("--selinux", type=_bool, metavar="BOOL", default=None,
                    help="SELinux container separation (config selinux; false disables labels; default: "
@@ -4825,10 +5006,20 @@ def _add_runtime_flags(p) -> None:
     p.add_argument("--keep-groups", action="store_true", default=None,
                    help="keep the user's supplementary groups in the container (podman; config keep_groups)")
     p.add_argument("--oci-runtime", metavar="NAME", help="OCI runtime the engine uses (crun, runc, ...)")
+    _add_registry_flags(p)
+
+
+def _add_runtime_flags(p) -> None:
+    """Flags of the commands that start a model server (run, serve)."""
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
+    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="most tokens to generate per answer, 0 = unlimited (config max_tokens)")
     p.add_argument("--api-key", metavar="KEY", help="API clients must send this key (config api_key; env "
                    "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
                    "never in its argv; generated files refer to a secret")
-    _add_registry_flags(p)
+    _add_launch_flags(p)
 
 
 class _Parser:
@@ -4886,6 +5077,12 @@ class Context:
         """An OCI client for `host` with this command's session, credentials file and TLS choice."""
         return Registry(self.session(), host, env=self.env, tls_verify=getattr(self.args, "tls_verify", None),
                         authfile=getattr(self.args, "authfile", None), log=self.log, warn=self.warn)
+
+    def api(self, url: str, api_key: str = None) -> APIClient:
+        """A client for an OpenAI-compatible API, with a session that waits as long as a model thinks."""
+        session = HTTPSession(tls_verify=getattr(self.args, "tls_verify", None) is not False, timeout=API_TIMEOUT,
+                              cert_dir=getattr(self.args, "cert_dir", None), log=self.log, env=self.env)
+        return APIClient(url, api_key, session)
 
     def downloader(self, connections: int = None) -> "Downloader":
         return Downloader(self.session(), self.store, self.progress(), connections=connections or self.connections())
@@ -5411,11 +5608,12 @@ def _image(ctx, runtime: str, gpu: str) -> str:
         VLLM_IMAGE if runtime == "vllm" else GPU_IMAGES[gpu]) + ":latest"
 
 
-def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
-    """Start the model's server in the chosen engine, or natively; an engine that cannot run
-    containers (a docker client without a daemon) falls back to native with one warning.
-    With socket_dir (llama.cpp under `run`), the server listens on a unix socket there and a
-    container gets no network at all. Returns the Server, or None after --dryrun printed it."""
+def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None):
+    """Start a server for one model, or llama-server's router for several (each answering to
+    its served_name), in the chosen engine or natively; an engine that cannot run containers
+    (a docker client without a daemon) falls back to native with one warning. With socket_dir
+    (llama.cpp under `run`), the server listens on a unix socket there and a container gets no
+    network at all. Returns the Server, or None after --dryrun printed it."""
     import shlex
     runtime, engine, gpu = _runtime(ctx), find_engine(ctx), detect_gpu(ctx.env)
     sock = (socket_dir + "/llama.sock") if socket_dir else None
@@ -5427,21 +5625,15 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
     env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
     if key:
         env[key_var] = key
+    command_at = _server_command(ctx, models, runtime, port, gpu)
     if engine:
-        name = ctx.args.name or "ramalama-" + os.urandom(4).hex()
-        labels = {LABEL: "true", LABEL + ".model": model.ref, LABEL + ".runtime": runtime,
-                  LABEL + ".url": endpoint if sock else endpoint + "/v1"}
-        as_image = model.meta.get("store") == "ramalama-image"
-        opts = serve_options(ctx, model, runtime, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0",
-                             port, gpu, "/mnt/image/models" if as_image else CONTAINER_MODELS)
-        mounts = [("image:" + model.meta["image"], "/mnt/image")] if as_image else model_mounts(model)
-        image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
-        publish = None if sock else publish_spec(host, port)
-        argv = container_argv(engine_kind(engine), engine, image, opts, mounts, name=name,
-                              labels=labels, gpu=gpu, devices=ctx.args.device or [], publish=publish,
-                              socket_dir=socket_dir, env_names=(key_var,) if key else (),
-                              accel=accel_env(ctx.env), host_env=ctx.env,
-                              extra=engine_flags(ctx.args, ctx.config, engine_kind(engine)))
+        name = _container_name(ctx)
+        root, mounts = _container_files(models)
+        argv, image = _in_container(
+            ctx, engine, gpu, command_at(root, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0"), mounts,
+            name=name, labels=_labels(models, runtime, endpoint if sock else endpoint + "/v1"),
+            publish=None if sock else publish_spec(host, port), socket_dir=socket_dir,
+            env_names=(key_var,) if key else ())
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
@@ -5450,28 +5642,97 @@ def launch(ctx, model: Model, *, host: str, port: int, socket_dir: str = None):
         except EngineError as e:
             ctx.warn("%s; running natively instead" % e)
     env.update(e.partition("=")[::2] for e in getattr(ctx.args, "env", None) or [] if "=" in e)
-    # a model ramalama keeps as an image runs from the image mounted here, unmounted when it stops
-    from_image = model.meta.get("store") == "ramalama-image"
-    root = mount_image(ctx, model) if from_image else model.path
+    root, release = _native_files(ctx, models)
     server = None
     try:
-        argv = runtime_argv(serve_options(ctx, model, runtime, sock or host, port, gpu, root))
+        argv = command_at(root, sock or host)
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
         log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
         server = start_native(argv, endpoint, log_path, env, key)
     finally:
-        if from_image and server is None:
-            unmount_image(ctx, model)
-    if from_image:
-        stop = server.stop
+        if server is None:
+            release()
+    stop = server.stop
 
-        def stop_and_unmount():
-            stop()
-            unmount_image(ctx, model)
-        server.stop = stop_and_unmount
+    def stop_and_release():
+        stop()
+        release()
+    server.stop = stop_and_release
     return server
+
+
+def _server_command(ctx, models: list, runtime: str, port: int, gpu: str):
+    """command_at(root, listen): the server's argv with the models' files below root."""
+    settings = _settings(ctx, runtime)
+    if len(models) == 1:
+        return lambda root, listen: runtime_argv(serve_options(models[0], runtime, listen, port, gpu, root, settings))
+    if runtime != "llama.cpp":
+        raise UsageError("several models are served by llama.cpp's router; vLLM serves one model at a time")
+    one = ServeOptions(runtime, None, None, None, None, None, port, settings["ctx_size"] or None,
+                       gpu_layers(settings["ngl"], gpu), settings["threads"], settings["temp"], settings["seed"],
+                       settings["runtime_args"], settings["max_tokens"], getattr(ctx.args, "models_max", None) or 4)
+    return lambda root, listen: runtime_argv(one._replace(model=root, host=listen))
+
+
+def _container_files(models: list) -> tuple:
+    """(root, mounts): where a container sees the models' files, and the read-only mounts that
+    put them there. A model ramalama keeps as an image is that image, mounted."""
+    if len(models) != 1:
+        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel) for src, rel in router_files(models)]
+    if models[0].meta.get("store") == "ramalama-image":
+        return "/mnt/image/models", [("image:" + models[0].meta["image"], "/mnt/image")]
+    return CONTAINER_MODELS, model_mounts(models[0])
+
+
+def _native_files(ctx, models: list) -> tuple:
+    """(root, release): where a native runtime finds the models' files, and what undoes that: a
+    folder of links for the router, the mounted image of a model ramalama keeps as one."""
+    import shutil
+    import tempfile
+    if len(models) != 1:
+        root = tempfile.mkdtemp(prefix="ramalama-models-")
+        for src, rel in router_files(models):
+            os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
+            os.symlink(src, os.path.join(root, rel))
+        return root, lambda: shutil.rmtree(root, ignore_errors=True)
+    if models[0].meta.get("store") == "ramalama-image":
+        return mount_image(ctx, models[0]), lambda: unmount_image(ctx, models[0])
+    return models[0].path, lambda: None
+
+
+def _settings(ctx, runtime: str) -> dict:
+    """What the runtime is told: each flag, else [ramalama.runtimes.<runtime>], else [ramalama]."""
+    args = ctx.args
+    chosen = {"seed": getattr(args, "seed", None), "runtime_args": getattr(args, "runtime_args", None)}
+    for key in ("ctx_size", "ngl", "threads", "temp", "max_tokens"):
+        value = getattr(args, key, None)
+        chosen[key] = value if value is not None else ctx.config.runtime_get(runtime, key)
+    return chosen
+
+
+def _container_name(ctx) -> str:
+    return ctx.args.name or "ramalama-" + os.urandom(4).hex()
+
+
+def _labels(models: list, runtime: str, url: str = None) -> dict:
+    """What marks a container as ours, and what `ps` and `chat` read back."""
+    labels = {LABEL: "true", LABEL + ".model": ",".join(m.ref for m in models), LABEL + ".runtime": runtime}
+    return dict(labels, **{LABEL + ".url": url}) if url else labels
+
+
+def _in_container(ctx, engine: str, gpu: str, command: list, mounts: list, *, name: str, labels: dict,
+                  publish: str = None, socket_dir: str = None, detach: bool = True, env_names: tuple = ()) -> tuple:
+    """(argv, image) of `engine run` for a command on models: the pinned image, the model files
+    mounted read-only, run's device, GPU and engine options."""
+    image = resolve_image(ctx, _image(ctx, _runtime(ctx), gpu), engine, offline=ctx.args.dryrun)
+    kind = engine_kind(engine)
+    argv = container_argv(kind, engine, image, command, mounts, name=name, labels=labels,
+                          gpu=gpu, devices=ctx.args.device or [], publish=publish, socket_dir=socket_dir,
+                          detach=detach, env_names=env_names, accel=accel_env(ctx.env), host_env=ctx.env,
+                          extra=engine_flags(ctx.args, ctx.config, kind))
+    return argv, image
 
 
 def _api_key(ctx):
@@ -5497,31 +5758,11 @@ def cmd_run(ctx) -> int:
     port = free_port()
     server = None
     try:
-        server = launch(ctx, model, host="127.0.0.1", port=port, socket_dir=socket_dir)
+        server = launch(ctx, [model], host="127.0.0.1", port=port, socket_dir=socket_dir)
         if server is None:                      # --dryrun
             return 0
         server.wait_healthy()
-        prompt = " ".join(ctx.args.PROMPT)
-        if not prompt and not sys.stdin.isatty():
-            prompt = sys.stdin.read().strip()
-            if not prompt:
-                raise UsageError("no prompt: give one as an argument or on stdin")
-        if prompt:
-            chat(server.endpoint, model.ref, [{"role": "user", "content": prompt}], ctx.out, api_key=server.api_key)
-            return 0
-        history = []
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                ctx.out.write("\n")
-                return 0
-            if line.strip() in ("/bye", "/exit", "/quit"):
-                return 0
-            if line.strip():
-                history.append({"role": "user", "content": line})
-                reply = chat(server.endpoint, model.ref, history, ctx.out, api_key=server.api_key)
-                history.append({"role": "assistant", "content": reply})
+        return converse(ctx, ctx.api(server.endpoint, server.api_key), model.ref, ctx.args.PROMPT)
     finally:
         if server is not None:
             server.stop()
@@ -5529,8 +5770,148 @@ def cmd_run(ctx) -> int:
             shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+def converse(ctx, client: APIClient, model: str, words: list, **options) -> int:
+    """Answer the prompt in `words` (or a non-TTY stdin) once; else chat on the terminal, the
+    history kept, until /bye or EOF."""
+    prompt = " ".join(words)
+    if not prompt and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise UsageError("no prompt: give one as an argument or on stdin")
+    if prompt:
+        client.chat(model, [{"role": "user", "content": prompt}], ctx.out, **options)
+        return 0
+    history = []
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            ctx.out.write("\n")
+            return 0
+        if line.strip() in ("/bye", "/exit", "/quit"):
+            return 0
+        if line.strip():
+            history.append({"role": "user", "content": line})
+            reply = client.chat(model, history, ctx.out, **options)
+            history.append({"role": "assistant", "content": reply})
+
+
+def run_tool(ctx, model: Model, command_at, inputs: tuple = (), err=None) -> int:
+    """A llama.cpp tool on the model, to its end: in the pinned image with run's device, GPU
+    and engine options (no network), or natively. `command_at(root, paths)` is its command with
+    the model's files below root and the host files `inputs` at `paths`. Its stderr goes to
+    `err` (default: ours)."""
+    import shlex
+    import shutil
+    runtime = _runtime(ctx)
+    if runtime != "llama.cpp":
+        raise UsageError("%s runs llama.cpp's tools; vLLM has its own (`vllm bench`): use --runtime llama.cpp"
+                         % ctx.args.command)
+    engine, gpu = find_engine(ctx), detect_gpu(ctx.env)
+    env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
+    if engine:
+        name = _container_name(ctx)
+        inside = ["/data/%d-%s" % (i, os.path.basename(p)) for i, p in enumerate(inputs)]
+        root, mounts = _container_files([model])
+        argv, _image_used = _in_container(ctx, engine, gpu, command_at(root, inside), mounts + list(zip(inputs, inside)),
+                                          name=name, labels=_labels([model], runtime), detach=False)
+        if ctx.args.dryrun:
+            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            return 0
+        return run_to_end(argv, env, ctx.out, err or ctx.err, stop=lambda _proc: remove_container(engine, name, env))
+    env.update(e.partition("=")[::2] for e in ctx.args.env or [] if "=" in e)
+    root, release = _native_files(ctx, [model])
+    try:
+        argv = command_at(root, list(inputs))
+        if ctx.args.dryrun:
+            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            return 0
+        if not shutil.which(argv[0], path=env.get("PATH")):
+            raise RamalamaError("%s is not installed (not on PATH); install llama.cpp's tools, or run in a "
+                                "container with podman or docker" % argv[0])
+        return run_to_end(argv, env, ctx.out, err or ctx.err)
+    finally:
+        release()
+
+
+def _bench_args(p) -> None:
+    p.add_argument("MODEL", help="model to benchmark (pulled when missing)")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="llama-bench's markdown table (default), or its JSON as it prints it")
+    _add_launch_flags(p)
+
+
+@command("bench", "benchmark", help="measure a model's prompt and generation speed (llama-bench)", args=_bench_args,
+         examples=["ramalama bench llama3.2:1b", "ramalama --nocontainer bench --format json llama3.2:1b > bench.json",
+                   "ramalama bench --runtime-args '-p 256 -n 64 -r 3' llama3.2:1b"])
+def cmd_bench(ctx) -> int:
+    model = _model_for(ctx, ctx.args.MODEL)
+    s, gpu = _settings(ctx, _runtime(ctx)), detect_gpu(ctx.env)
+    model_file = _model_paths(model)["model"]
+    return run_tool(ctx, model, lambda root, _inputs: bench_argv(
+        root + "/" + model_file, gpu_layers(s["ngl"], gpu), s["threads"], ctx.args.format, s["runtime_args"]))
+
+
+def _perplexity_args(p) -> None:
+    p.add_argument("MODEL", help="model to measure (pulled when missing)")
+    p.add_argument("--file", "-f", metavar="TEXT", help="the text to score (default: standard input, when it is "
+                   "not a terminal); it needs at least twice the context size in tokens")
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the tool's)")
+    _add_launch_flags(p)
+
+
+@command("perplexity", help="measure how well a model predicts a text (llama-perplexity)", args=_perplexity_args,
+         examples=["ramalama perplexity --file wiki.test.raw llama3.2:1b",
+                   "ramalama --nocontainer perplexity llama3.2:1b < notes.txt"])
+def cmd_perplexity(ctx) -> int:
+    import shutil
+    import tempfile
+    text, temporary = ctx.args.file, None
+    if text is None:
+        if sys.stdin.isatty():
+            raise UsageError("perplexity needs a text to score: --file TEXT, or the text on standard input")
+        with tempfile.NamedTemporaryFile("wb", prefix="ramalama-text-", suffix=".txt", delete=False) as f:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+            text = temporary = f.name
+    elif not os.path.isfile(text):
+        raise UsageError("--file %s: no such file" % text)
+    try:
+        if os.path.getsize(text) == 0:
+            raise UsageError("the text to score is empty")
+        model = _model_for(ctx, ctx.args.MODEL)
+        s, gpu = _settings(ctx, _runtime(ctx)), detect_gpu(ctx.env)
+        model_file = _model_paths(model)["model"]
+        # llama-perplexity exits 0 when the text is too short for its context: what tells is its estimate
+        err = ctx.err
+
+        class Watch:
+            tail, found = "", False
+
+            def write(self, text):
+                self.found = self.found or "Final estimate" in self.tail + text     # chunks split lines
+                self.tail = text[-20:]
+                return err.write(text)
+
+            def flush(self):
+                err.flush()
+        watch = Watch()
+        status = run_tool(ctx, model, lambda root, inputs: perplexity_argv(
+            root + "/" + model_file, inputs[0], gpu_layers(s["ngl"], gpu), s["threads"], s["ctx_size"],
+            s["runtime_args"]), inputs=(os.path.abspath(text),), err=watch)
+        if status == 0 and not watch.found and not ctx.args.dryrun:
+            raise RamalamaError("llama-perplexity gave no estimate (its messages above say why; a text needs at "
+                                "least twice the context size in tokens)")
+        return status
+    finally:
+        if temporary:
+            os.unlink(temporary)
+
+
 def _serve_args(p) -> None:
-    p.add_argument("MODEL", help="model to run (pulled when missing)")
+    p.add_argument("MODEL", nargs="*", help="model to serve (pulled when missing); several, or none for every "
+                   "GGUF model in the store, are served by llama-server's router, each under its own name")
+    p.add_argument("--models-max", type=int, metavar="N",
+                   help="several models: how many the router keeps loaded at once (default 4)")
     p.add_argument("--port", "-p", type=int, help="port to serve on (config port; default 8080)")
     p.add_argument("--host", help="address to listen on (config host; default 127.0.0.1, this host only; "
                    "0.0.0.0 for every interface)")
@@ -5545,17 +5926,19 @@ def _serve_args(p) -> None:
 def cmd_serve(ctx) -> int:
     import subprocess
     args = ctx.args
-    model = _model_for(ctx, args.MODEL)
+    models = [_model_for(ctx, text) for text in args.MODEL] if args.MODEL else _every_gguf_model(ctx)
     port = args.port or ctx.config.get("port") or 8080
     host = args.host or ctx.config.get("host") or "127.0.0.1"       # reachable from elsewhere only when asked
     if args.generate:
-        return _generate(ctx, model, host, port)
+        return _generate(ctx, models, host, port)
     if args.detach and not find_engine(ctx):
         raise UsageError("--detach needs a container engine (podman or docker)")
-    server = launch(ctx, model, host=host, port=port)
+    server = launch(ctx, models, host=host, port=port)
     if server is None:
         return 0
     url = "http://%s:%d/v1" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
+    what = models[0].ref if len(models) == 1 else "%d models (%s)" % (
+        len(models), ", ".join(sorted({served_name(m.ref) for m in models})))
     detached = False
     # everything after the start is covered: a stop signal right after the announcement (whose
     # reader may act on it at once) still stops the server
@@ -5563,12 +5946,11 @@ def cmd_serve(ctx) -> int:
         server.wait_healthy()
         if server.name and args.detach:
             ctx.out.write("%s\n" % tty_safe(server.name))
-            ctx.info("Serving %s at %s in container %s (image %s)"
-                     % (model.ref, url, server.name, server.image))
+            ctx.info("Serving %s at %s in container %s (image %s)" % (what, url, server.name, server.image))
             detached = True
             return 0
         ctx.info("Serving %s at %s (OpenAI API%s)%s; Ctrl-C stops it"
-                 % (model.ref, url, ", API key required" if server.api_key else "",
+                 % (what, url, ", API key required" if server.api_key else "",
                     " in container %s, image %s" % (server.name, server.image) if server.name else ""))
         if server.proc is not None:
             return server.proc.wait()
@@ -5579,6 +5961,17 @@ def cmd_serve(ctx) -> int:
             server.stop()
 
 
+def _every_gguf_model(ctx) -> list:
+    """`serve` without a model: every model in the store (ours, then ramalama's) that is a GGUF."""
+    store = ctx.store
+    stored = list(store.models()) + list(store.ramalama_models()) if store.exists() else []
+    models = [m for m in stored if m.model_file() is not None and m.model_file().name.endswith(".gguf")
+              and not m.meta.get("damaged")]
+    if not models:
+        raise NotFound("no GGUF model in the store to serve; pull one first (ramalama pull MODEL)")
+    return models
+
+
 def deployment_name(ref: str) -> str:
     """A name Kubernetes, systemd and compose all take, from a model reference:
     'ollama://tiny:latest' -> 'tiny-latest' (DNS-label characters, at most 40)."""
@@ -5586,16 +5979,20 @@ def deployment_name(ref: str) -> str:
     return re.sub(r"[/:@]", "-", ref.split("://", 1)[-1]).lower()[:40].strip("-.")
 
 
-def _generate(ctx, model: Model, host: str, port: int) -> int:
+def _generate(ctx, models: list, host: str, port: int) -> int:
     kind, _, outdir = ctx.args.generate.partition(":")
     runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
     engine = find_engine(ctx) or "podman"
     image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
-    opts = serve_options(ctx, model, runtime, "0.0.0.0", port, gpu, CONTAINER_MODELS)
-    name = ctx.args.name or "ramalama-" + deployment_name(model.ref)
+    if any(m.meta.get("store") == "ramalama-image" for m in models):
+        raise UsageError("--generate needs the model's files; this model is kept as an image by ramalama: "
+                         "pull it into our store first")
+    root, mounts = _container_files(models)
+    argv = _server_command(ctx, models, runtime, port, gpu)(root, "0.0.0.0")
+    name = ctx.args.name or "ramalama-" + deployment_name(models[0].ref if len(models) == 1 else "models")
     key_var = api_key_env(runtime) if _api_key(ctx) else None
-    files = generate_files(kind, name, image, runtime_argv(opts), model_mounts(model), port,
-                           {LABEL: "true", LABEL + ".model": model.ref}, host=host, key_var=key_var)
+    files = generate_files(kind, name, image, argv, mounts, port, _labels(models, runtime), host=host,
+                           key_var=key_var)
     if key_var:
         ctx.info({"kube": "the API key is read from the secret %s-api-key (key api-key): kubectl create secret "
                           "generic %s-api-key --from-literal=api-key=..." % (name, name),
@@ -5612,6 +6009,99 @@ def _generate(ctx, model: Model, host: str, port: int) -> int:
         with open(path, "w") as f:
             f.write(text)
         ctx.out.write(tty_safe(path) + "\n")
+    return 0
+
+
+def _api_flags(p) -> None:
+    p.add_argument("--url", help="the API's base URL, e.g. http://127.0.0.1:8080/v1 or https://host/v1 (default: "
+                   "the one model container `serve -d` started, else http://127.0.0.1:PORT/v1 with config port)")
+    p.add_argument("--name", help="a model container of ours (see `ramalama ps`) whose API to use")
+    p.add_argument("--api-key", metavar="KEY", help="key sent as a bearer token (config api_key; env RAMALAMA_API_KEY)")
+    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None, help="verify TLS certificates (default true)")
+    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
+
+
+def _api_client(ctx) -> tuple:
+    """(APIClient, the container's model or None): --url; else --name's container, or the only
+    model container serving over HTTP; else this host's configured port."""
+    args = ctx.args
+    if args.url:
+        return ctx.api(args.url, _api_key(ctx)), None
+    try:
+        serving = [r for r in _our_containers(ctx) if r["url"].startswith("http")]
+    except RamalamaError:
+        if args.name:
+            raise
+        serving = []
+    if args.name:
+        serving = [r for r in serving if r["name"] == args.name]
+        if not serving:
+            raise NotFound("no model container named %s is serving (see `ramalama ps`)" % args.name)
+    if len(serving) > 1:
+        raise UsageError("%d model containers are serving (%s): choose one with --name or --url"
+                         % (len(serving), ", ".join(sorted(r["name"] for r in serving))))
+    if serving:
+        return ctx.api(serving[0]["url"], _api_key(ctx)), serving[0]["model"] or None
+    return ctx.api("http://127.0.0.1:%d/v1" % (ctx.config.get("port") or 8080), _api_key(ctx)), None
+
+
+def _chat_args(p) -> None:
+    p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
+    _api_flags(p)
+    p.add_argument("--model", "-m", help="a model the server offers (default: its only one)")
+    p.add_argument("--list", "--ls", action="store_true", help="list the server's models and exit (as `models`)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="most tokens per answer (config max_tokens)")
+    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (default: the server's)")
+
+
+@command("chat", help="chat with an OpenAI-compatible server (ours, or any other)", args=_chat_args,
+         examples=["ramalama chat", "ramalama chat --url http://127.0.0.1:8080/v1 'why is the sky blue?'",
+                   "ramalama chat --name ramalama-1a2b3c4d",
+                   "RAMALAMA_API_KEY=... ramalama chat --url https://api.example.com/v1 --model NAME"])
+def cmd_chat(ctx) -> int:
+    args = ctx.args
+    client, served = _api_client(ctx)
+    if args.list:
+        ctx.out.write("".join(tty_safe(m["id"]) + "\n" for m in client.models()))
+        return 0
+    model = args.model or _only_model(client, served)
+    max_tokens = args.max_tokens if args.max_tokens is not None else ctx.config.get("max_tokens")
+    return converse(ctx, client, model, args.PROMPT, max_tokens=max_tokens or None, temperature=args.temp)
+
+
+def _only_model(client: APIClient, served: str):
+    """The model to ask for: the container's, else the server's only one. None when the server
+    lists none (it then answers with the one it has); several mean the user must choose."""
+    try:
+        ids = [m["id"] for m in client.models()]
+    except NotFound:                         # no /models here: the server answers with its model
+        return served
+    if served in ids or not ids:
+        return served
+    if len(ids) == 1:
+        return ids[0]
+    raise UsageError("the server offers %d models (%s): choose one with --model"
+                     % (len(ids), ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")))
+
+
+def _models_args(p) -> None:
+    _api_flags(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list of model names")
+    p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
+
+
+@command("models", help="list the models an OpenAI-compatible server offers", args=_models_args,
+         examples=["ramalama models", "ramalama models --url http://127.0.0.1:8080/v1 --json"])
+def cmd_models(ctx) -> int:
+    return _print_models(ctx, _api_client(ctx)[0].models(), ctx.args.json, ctx.args.noheading)
+
+
+def _print_models(ctx, models: list, as_json: bool, noheading: bool) -> int:
+    if as_json:
+        write_json(ctx.out, [m["id"] for m in models])
+    else:
+        print_table(ctx.out, ["MODEL", "OWNED BY"], [[m["id"], str(m.get("owned_by") or "")] for m in models],
+                    noheading)
     return 0
 
 

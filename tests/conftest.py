@@ -172,6 +172,48 @@ def llama_server():
     return require("llama-server (tests/build-llama-server.sh)", path)
 
 
+# -- model servers: a pulled model, llama-server on PATH, an image holding it, both engines
+
+@pytest.fixture
+def model(cli, model_file):
+    assert cli("pull", "file://%s" % model_file).code == 0
+    return "file://%s" % model_file
+
+
+@pytest.fixture
+def path_env(env, llama_server):
+    return dict(env, PATH=os.path.dirname(llama_server) + os.pathsep + env["PATH"])
+
+
+@pytest.fixture(scope="session")
+def podman_image(tmp_path_factory, llama_server):
+    """An image holding llama-server and llama.cpp's tools, pushed by tag to a local registry."""
+    from registry import RegistryServer
+    from runtime import build_llama_image, have, podman_env
+    require("podman (apt-get install podman runc)", have("podman") and have("runc"))
+    require("docker-registry", have("docker-registry"))
+    tmp = tmp_path_factory.mktemp("podman")
+    reg = RegistryServer(tmp / "registry").start()
+    penv = podman_env(tmp, reg.host)
+    tag = "%s/ramalama/llama:latest" % reg.host
+    build_llama_image(llama_server, tmp, penv, tag)
+    subprocess.run(["podman", "push", "--quiet", "--tls-verify=false", tag], check=True, capture_output=True,
+                   env=dict(os.environ, **penv), timeout=300)
+    yield tag, penv
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, env=dict(os.environ, **penv))
+    reg.stop()
+
+
+@pytest.fixture(params=["native", "podman"])
+def engine(request, path_env, env):
+    """(flags, environment) for running natively or in podman."""
+    if request.param == "native":
+        return ["--nocontainer"], path_env
+    tag, penv = request.getfixturevalue("podman_image")
+    return ["--engine", "podman", "--image", tag], dict(env, **penv)
+
+
+
 # -- figures the reliability suites report at the end of the run (CI prints them)
 
 FIGURES: dict = {}

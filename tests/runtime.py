@@ -45,13 +45,22 @@ def podman_env(tmp: Path, registry_host: str = None) -> dict:
     return env
 
 
+LLAMA_TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "ggml-rpc-server")
+
+
 def llama_rootfs_tar(llama_server: str, out: Path) -> Path:
-    """A root filesystem holding llama-server and every library ldd names, each at its own
-    absolute path (the binary's RUNPATH points at its build directory)."""
-    ldd = subprocess.run(["ldd", llama_server], capture_output=True, text=True, check=True).stdout
-    libs = set(re.findall(r"=>\s+(/\S+)", ldd)) | set(re.findall(r"^\s*(/\S*ld-linux\S*)", ldd, re.M))
+    """A root filesystem holding llama-server, the tools built beside it (llama-bench,
+    llama-perplexity, the RPC worker) and every library ldd names for them, each at its own
+    absolute path (the binaries' RUNPATH points at their build directory)."""
+    bindir = os.path.dirname(llama_server)
+    tools = [os.path.join(bindir, t) for t in LLAMA_TOOLS]
+    libs = set()
+    for tool in tools:
+        ldd = subprocess.run(["ldd", tool], capture_output=True, text=True, check=True).stdout
+        libs |= set(re.findall(r"=>\s+(/\S+)", ldd)) | set(re.findall(r"^\s*(/\S*ld-linux\S*)", ldd, re.M))
     with tarfile.open(out, "w") as tar:
-        tar.add(llama_server, arcname="usr/local/bin/llama-server")
+        for tool in tools:
+            tar.add(tool, arcname="usr/local/bin/" + os.path.basename(tool))
         for lib in sorted(libs):
             tar.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
     return out

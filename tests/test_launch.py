@@ -48,7 +48,7 @@ def test_runtime_argv_llama_cpp_and_vllm():
 @pytest.mark.parametrize("runtime", ["llama.cpp", "vllm"])
 def test_container_argv_golden(engine, gpu, flags, runtime):
     o = opts(runtime=runtime, model="/mnt/models/tiny.gguf")
-    argv = ramalama.container_argv(engine, "/usr/bin/" + engine, IMAGE, o, [("/s/tiny.gguf", "/mnt/models/tiny.gguf")],
+    argv = ramalama.container_argv(engine, "/usr/bin/" + engine, IMAGE, ramalama.runtime_argv(o), [("/s/tiny.gguf", "/mnt/models/tiny.gguf")],
                                    name="ramalama-x", labels={"ai.ramalama": "true"}, gpu=gpu,
                                    devices=["/dev/fuse"], publish="8080:8080")
     assert argv == (["/usr/bin/" + engine, "run", "--rm", "-d", "--name", "ramalama-x", "--label", "ai.ramalama=true",
@@ -59,7 +59,7 @@ def test_container_argv_golden(engine, gpu, flags, runtime):
 
 def test_run_container_has_no_network_only_a_socket():
     o = opts(host="/run/ramalama/llama.sock")
-    argv = ramalama.container_argv("podman", "podman", IMAGE, o, [], name="n", labels={}, gpu="none", devices=[],
+    argv = ramalama.container_argv("podman", "podman", IMAGE, ramalama.runtime_argv(o), [], name="n", labels={}, gpu="none", devices=[],
                                    socket_dir="/tmp/ramalama-x")
     assert "--network=none" in argv and "-p" not in argv
     assert "--mount=type=bind,src=/tmp/ramalama-x,destination=/run/ramalama" in argv
@@ -127,6 +127,69 @@ def test_run_dryrun_uses_a_socket(cli, store, pulled):
     r = cli("--nocontainer", "--dryrun", "run", pulled, "hello")
     host = shlex.split(r.out)[2]
     assert re.fullmatch(r"/tmp/ramalama-[^/]+/llama\.sock", host)
+
+
+def test_tools_dryrun_in_a_container_without_network(cli, store, pulled, model_file, tmp_path):
+    pin(store, "quay.io/ramalama/cuda:latest")
+    gpu = {"RAMALAMA_GPU": "nvidia", "CUDA_VISIBLE_DEVICES": "1"}
+    r = cli("--engine", "podman", "--dryrun", "bench", "--name", "b", "--format", "json", "--threads", "3", pulled,
+            env_extra=gpu)
+    argv = shlex.split(r.out)
+    image = "quay.io/ramalama/cuda@" + DIGEST
+    mount = "--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny.gguf,ro=true" % (
+        store, model_file)
+    assert argv[:5] == ["podman", "run", "--rm", "--name", "b"] and "-d" not in argv and "-p" not in argv
+    assert "--network=none" in argv and mount in argv and "--cap-drop=all" in argv
+    assert "nvidia.com/gpu=1" in argv and "CUDA_VISIBLE_DEVICES=0" in argv          # as run does it
+    assert argv[argv.index(image) + 1:] == ["llama-bench", "-m", "/mnt/models/tiny.gguf", "-ngl", "999", "-t", "3",
+                                            "-o", "json"]
+    text = tmp_path / "wiki.txt"
+    text.write_text("words " * 10)
+    r = cli("--engine", "podman", "--dryrun", "perplexity", "--file", text, "--ctx-size", "64", pulled, env_extra=gpu)
+    argv = shlex.split(r.out)
+    assert "--mount=type=bind,src=%s,destination=/data/0-wiki.txt,ro=true" % text in argv
+    assert argv[argv.index(image) + 1:] == ["llama-perplexity", "-m", "/mnt/models/tiny.gguf", "-f",
+                                            "/data/0-wiki.txt", "-ngl", "999", "--ctx-size", "64"]
+    r = cli("--nocontainer", "--dryrun", "perplexity", "--file", text, pulled)
+    assert shlex.split(r.out) == ["llama-perplexity", "-m", "%s/repos/file%s/tiny.gguf" % (store, model_file),
+                                  "-f", str(text), "-ngl", "0"]
+
+
+def test_several_models_dryrun_go_to_the_router(cli, store, pulled, model_file, tmp_path):
+    other = tmp_path / "b" / "tiny.gguf"                 # same file name: the second gets "-2"
+    other.parent.mkdir()
+    other.write_bytes(model_file.read_bytes() + b"")
+    assert cli("pull", "file://%s" % other).code == 0
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    r = cli("--engine", "podman", "--dryrun", "serve", "--models-max", "2", "--ctx-size", "256", pulled,
+            "file://%s" % other, env_extra={"RAMALAMA_GPU": "none"})
+    assert r.code == 0, r
+    argv = shlex.split(r.out)
+    mounts = [a for a in argv if a.startswith("--mount=")]
+    assert mounts == ["--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny/tiny.gguf,ro=true"
+                      % (store, model_file),
+                      "--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny-2/tiny.gguf,ro=true"
+                      % (store, other)]
+    tail = argv[argv.index("quay.io/ramalama/ramalama@" + DIGEST) + 1:]
+    assert tail == ["llama-server", "--host", "0.0.0.0", "--port", "8080", "--models-dir", "/mnt/models",
+                    "--models-max", "2", "--ctx-size", "256", "--n-gpu-layers", "0"]
+    assert "ai.ramalama.model=%s,file://%s" % (pulled, other) in argv
+    r = cli("--dryrun", "serve", "--generate", "kube", pulled, "file://%s" % other)
+    docs = list(yaml.safe_load_all(r.out.split("\n", 1)[1]))
+    spec = docs[0]["spec"]["template"]["spec"]
+    assert [m["mountPath"] for m in spec["containers"][0]["volumeMounts"]] == ["/mnt/models/tiny/tiny.gguf",
+                                                                            "/mnt/models/tiny-2/tiny.gguf"]
+    assert "--models-dir" in spec["containers"][0]["command"]
+
+
+def test_served_names():
+    assert ramalama.served_name("ollama://smollm:135m") == "smollm:135m"
+    assert ramalama.served_name("hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M") == (
+        "bartowski-SmolLM2-135M-Instruct-GGUF:Q4_K_M")
+    assert ramalama.served_name("file:///srv/models/llama-3.2.gguf") == "llama-3.2"
+    assert ramalama.served_name("https://example.com/m/x,y=z.gguf") == "x-y-z"
+    assert ramalama.served_name("oci://registry.test/models/../.hidden:1") == "registry.test-models-..-.hidden:1"
+    assert ramalama.served_name("file:///m/.gguf") == "model"
 
 
 def test_image_pins(cli, store, pulled):

@@ -3,56 +3,16 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from conftest import ROOT, require
-from registry import RegistryServer
-from runtime import build_llama_image, have, install_fake_vllm, podman_env
-
-
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ramalama(store, *argv, env=None, **kw):
-    return subprocess.Popen([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + list(argv),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
-
-
-def chat_completion(port, model):
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello"}],
-                       "max_tokens": 8}).encode()
-    req = urllib.request.Request("http://127.0.0.1:%d/v1/chat/completions" % port, data=body,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
-
-
-def llama_processes(marker: str) -> list:
-    out = subprocess.run(["pgrep", "-af", "llama-server"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if marker in line]
-
-
-@pytest.fixture
-def model(cli, model_file):
-    assert cli("pull", "file://%s" % model_file).code == 0
-    return "file://%s" % model_file
-
-
-@pytest.fixture
-def path_env(env, llama_server):
-    return dict(env, PATH=os.path.dirname(llama_server) + os.pathsep + env["PATH"])
+from runtime import have, install_fake_vllm
+from serving import (chat_completion, free_port, http_status, leftovers, llama_processes, podman, ramalama,
+                     start_serving)
 
 
 def test_serve_nocontainer_answers_and_stops(store, model, path_env):
@@ -127,27 +87,6 @@ def test_vllm_gets_the_api_key_by_environment(store, model, env, tmp_path):
 
 
 # -- containers
-
-@pytest.fixture(scope="module")
-def podman_image(tmp_path_factory, llama_server):
-    """An image holding llama-server, pushed by tag to a local registry."""
-    require("podman (apt-get install podman runc)", have("podman") and have("runc"))
-    require("docker-registry", have("docker-registry"))
-    tmp = tmp_path_factory.mktemp("podman")
-    reg = RegistryServer(tmp / "registry").start()
-    penv = podman_env(tmp, reg.host)
-    tag = "%s/ramalama/llama:latest" % reg.host
-    build_llama_image(llama_server, tmp, penv, tag)
-    subprocess.run(["podman", "push", "--quiet", "--tls-verify=false", tag], check=True, capture_output=True,
-                   env=dict(os.environ, **penv), timeout=300)
-    yield tag, penv
-    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, env=dict(os.environ, **penv))
-    reg.stop()
-
-
-def podman(penv, *argv):
-    return subprocess.run(["podman"] + list(argv), capture_output=True, text=True, env=dict(os.environ, **penv))
-
 
 def test_serve_in_podman_pinned_by_digest(store, model, env, podman_image):
     tag, penv = podman_image
@@ -303,46 +242,6 @@ def test_export_with_the_runtime_image_runs_where_no_registry_answers(store, mod
 
 
 # -- real operations: where serve listens, API keys, stop signals (native and podman)
-
-def start_serving(store, model, engine_flags, env, *extra, port=None):
-    """`serve` in the foreground until it announces the endpoint; (process, port)."""
-    port = port or free_port()
-    proc = ramalama(store, *engine_flags, "serve", "--port", str(port), *extra, model, env=env)
-    seen = []
-    for line in proc.stderr:                   # e.g. "pinned <image> to <digest>" comes first
-        seen.append(line)
-        if line.startswith("Serving "):
-            return proc, port
-    raise AssertionError("serve ended without serving: " + "".join(seen))
-
-
-def http_status(port, headers=None):
-    req = urllib.request.Request("http://127.0.0.1:%d/v1/models" % port, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
-@pytest.fixture(params=["native", "podman"])
-def engine(request, path_env, env):
-    """(flags, environment) for running natively or in podman."""
-    if request.param == "native":
-        return ["--nocontainer"], path_env
-    tag, penv = request.getfixturevalue("podman_image")
-    return ["--engine", "podman", "--image", tag], dict(env, **penv)
-
-
-def leftovers(store, run_env) -> list:
-    """Model servers still running: our llama-server processes and labelled containers."""
-    left = llama_processes(str(store))
-    if "CONTAINERS_CONF" in run_env:
-        names = subprocess.run(["podman", "ps", "-a", "--filter", "label=ai.ramalama", "--format", "{{.Names}}"],
-                               capture_output=True, text=True, env=run_env).stdout.split()
-        left += names
-    return left
-
 
 def test_serve_listens_on_loopback_unless_told(store, model, engine):
     from netns import PeerHost
