@@ -607,7 +607,7 @@ CONFIG_TYPES = {
     "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
     "transport": str, "ngl": "layers", "ctx_size": int, "temp": float, "threads": int,
     "port": int, "host": str, "pull": str, "ollama_registry": str, "api_key": str, "max_tokens": int,
-    "selinux": bool, "keep_groups": bool,
+    "selinux": bool, "keep_groups": bool, "carimage": str, "convert_type": str,
 }
 SECRET_KEYS = ("api_key",)       # config values shown masked
 TABLE_TYPES = {"download": {"connections": int, "timeout": float}}
@@ -2814,6 +2814,13 @@ class Registry:
         mtype = obj.get("mediaType") or (resp.header("Content-Type") or "").split(";")[0]
         return obj, mtype, digest
 
+    def small_blob(self, name: str, digest: str) -> bytes:
+        """A small blob (an image config) read whole and checked against its digest."""
+        data = self.request("GET", self.blob_url(name, digest), _scope(name), repo=name).read(MAX_MANIFEST)
+        if _sha256_bytes(data) != digest:
+            raise DigestMismatch("%s/%s: blob %s does not match its digest" % (self.host, name, digest))
+        return data
+
     def blob_url(self, name: str, digest: str) -> str:
         parse_digest(digest)
         return "%s/v2/%s/blobs/%s" % (self.base, name, digest)
@@ -3001,7 +3008,8 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
     [(name, hexdigest, size, role)]. Members are never written where their names point:
     each is streamed into tmp/, hashed and published, so '..', absolute paths and links out
     of the layer cannot escape; devices and links leaving the layer are refused.
-    models_only (ramalama images): keep /models/*, resolving the model.file symlink there."""
+    models_only (ramalama images): keep /models/*, resolving the model.file symlink there, and
+    name the files below /models/<model name>/ as if that were /models."""
     import posixpath
     import shutil
     import tarfile
@@ -3057,6 +3065,10 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
         else:
             role = "other"
         files.append((short, hexdigest, size, role))
+    # ramalama's images keep the files in /models/<model name>/: the model folder is that one
+    tops = {f[0].split("/", 1)[0] for f in files}
+    if models_only and len(tops) == 1 and all("/" in f[0] for f in files):
+        files = [(f[0].split("/", 1)[1],) + f[1:] for f in files]
     return files
 
 
@@ -3544,67 +3556,171 @@ def modelpack_manifest(model: Model, facts: dict) -> tuple:
                     "layers": layers}
 
 
-def image_layer(store: Store, model: Model) -> tuple:
-    """A deterministic tar layer for engines that mount only images: /models/<files> and
-    /models/model.file -> the model file. Returns (path in tmp/, digest, size)."""
+# -- ramalama's model images (raw: the model alone; car: the model on a base image), written
+#    straight to a registry, an OCI layout or the engine's storage: no `podman build`
+
+IMAGE_TYPES = {"raw": "ai.image.model.raw", "car": "ai.image.model.car"}
+DEFAULT_CARIMAGE = "registry.access.redhat.com/ubi10-micro:latest"    # ramalama 0.25's default
+OCI_LAYER_TYPES = {"application/vnd.docker.image.rootfs.diff.tar.gzip": OCI_LAYER_TAR + "+gzip",
+                   "application/vnd.docker.image.rootfs.diff.tar": OCI_LAYER_TAR}
+
+
+class OCIImage(namedtuple("OCIImage", "manifest config blobs")):
+    """An image ready to be written anywhere: manifest and config as bytes, and the path of every
+    other blob it names ({digest: path})."""
+    __slots__ = ()
+
+    @property
+    def digest(self) -> str:
+        return _sha256_bytes(self.manifest)
+
+
+def image_layer(store: Store, model: Model, name: str) -> tuple:
+    """A deterministic tar layer laid out as ramalama 0.25 lays out its model images:
+    /models/<name>/<files> and /models/model.file -> <name>/<the model file>. Returns (path in
+    tmp/, digest, size)."""
     import tarfile
     import tempfile
     fd, path = tempfile.mkstemp(prefix="layer-", dir=store.tmp)
     out = HashingWriter(fd)                     # tarfile writes through it: the digest comes free
+    top = "models/" + name
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        dirs = sorted({"models"} | {"models/" + os.path.dirname(f.name) for f in model.files if "/" in f.name})
+        dirs = sorted({"models", top} | {top + "/" + os.path.dirname(f.name) for f in model.files if "/" in f.name})
         for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         for f in model.files:
-            info = tarfile.TarInfo("models/" + f.name)
+            info = tarfile.TarInfo(top + "/" + f.name)
             info.size, info.mode = f.size, 0o444
             with open(store.blob_path(f.digest), "rb") as src:
                 tar.addfile(info, src)
         main_file = model.model_file()
-        if main_file is not None and main_file.name != "model.file":
+        if main_file is not None:
             info = tarfile.TarInfo("models/model.file")
-            info.type, info.linkname = tarfile.SYMTYPE, main_file.name
+            info.type, info.linkname = tarfile.SYMTYPE, name + "/" + main_file.name
             tar.addfile(info)
     os.close(fd)
     return path, "sha256:" + out.hexdigest(), os.path.getsize(path)
 
 
-def push_model(ctx, model: Model, target: Ref, kind: str) -> str:
-    """Upload a stored model as a ModelPack artifact (or a ramalama image) and tag it.
-    Returns the manifest digest."""
+def model_image(store: Store, model: Model, kind: str, base: tuple = None) -> tuple:
+    """(OCIImage, the layer file to delete afterwards) of a raw image (FROM scratch) or, with
+    base = (config, manifest) of a base image whose layers are in the store, a car image: the
+    model's layer on top, the base's config kept, ramalama's org.containers.type label added."""
+    import copy
     import json
-    store, reg = ctx.store, ctx.registry(target.host)
-    facts = _model_facts(model)
-    mounts = _mount_sources(store, target)
-    cleanup = []
+    import platform
+    path, layer_digest, layer_size = image_layer(store, model, served_name(model.ref))
+    label = {"org.containers.type": IMAGE_TYPES[kind]}
+    if base is None:
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+        cfg, layers = {"architecture": arch, "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}, []
+    else:
+        cfg = copy.deepcopy(base[0])
+        layers = [dict(d, mediaType=OCI_LAYER_TYPES.get(d.get("mediaType"), d.get("mediaType")))
+                  for d in base[1].get("layers") or []]
+    cfg.setdefault("config", {})["Labels"] = dict(cfg["config"].get("Labels") or {}, **label)
+    cfg.setdefault("rootfs", {"type": "layers"}).setdefault("diff_ids", []).append(layer_digest)
+    if base is not None:
+        cfg.setdefault("history", []).append({"created_by": "ramalama.pyz convert --type car: /models"})
+    config = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_IMAGE_CONFIG, "digest": _sha256_bytes(config), "size": len(config)},
+                "layers": layers + [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer_size}],
+                "annotations": dict(label, **{"org.opencontainers.image.title": model.ref})}
+    blobs = {d["digest"]: store.blob_path(d["digest"]) for d in layers}
+    blobs[layer_digest] = path
+    return OCIImage(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(), config, blobs), path
+
+
+def base_image(ctx, reference: str) -> tuple:
+    """(config, manifest, registry Ref or None) of a car's base image, its layers brought into the
+    store: from the engine's storage when it has the image (as `podman build` would take it),
+    else from its registry by the manifest for this machine."""
+    engine = find_engine(ctx, to_run=False)
+    if engine and _engine_has_image(ctx, engine, reference):
+        return _base_from_engine(ctx, engine, reference) + (None,)
+    ref = parse_ref(reference if "://" in reference else "oci://" + reference)
+    if ref.transport != "oci":
+        raise UsageError("--carimage takes an image reference, not %s" % reference)
+    reg, (manifest, mtype, _digest) = registry_for(ctx, ref.host, ref.name, ref.digest or ref.tag)
+    if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
+        manifest, mtype, _digest = reg.manifest(ref.name, choose_manifest(manifest)["digest"])
+    config = _load_json(reg.small_blob(ref.name, manifest["config"]["digest"]), "config of %s" % reference)
+    run_downloads(ctx, [lambda dl, d=d: reg.download(ref.name, d, "base layer " + d["digest"][7:19], dl)
+                        for d in manifest.get("layers") or [] if not ctx.store.has_blob(d["digest"])])
+    return config, dict(manifest, mediaType=mtype), ref
+
+
+def _engine_has_image(ctx, engine: str, reference: str) -> bool:
+    import subprocess
+    return subprocess.run([engine, "image", "inspect", reference], capture_output=True, env=ctx.env).returncode == 0
+
+
+def _base_from_engine(ctx, engine: str, reference: str) -> tuple:
+    """(config, manifest) of an image in the engine's storage, saved as an OCI archive and read
+    back like any layout: every blob checked against its digest on the way into the store."""
+    import shutil
+    import tempfile
+    store = ctx.store.ensure()
+    tmpdir = tempfile.mkdtemp(prefix="base-", dir=store.tmp)
     try:
-        if kind == "ramalama":
-            path, layer_digest, layer_size = image_layer(store, model)
-            cleanup.append(path)
-            cfg = {"architecture": "amd64", "os": "linux",
-                   "config": {"Labels": {"org.containers.type": "ai.image.model.raw"}},
-                   "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
-            config = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
-            manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                        "config": {"mediaType": OCI_IMAGE_CONFIG, "digest": _sha256_bytes(config),
-                                   "size": len(config)},
-                        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer_size}]}
-            blobs = [(layer_digest, layer_size, path)]
-        else:
-            config, manifest = modelpack_manifest(model, facts)
-            blobs = [(f.digest, f.size, store.blob_path(f.digest)) for f in model.files]
-        for digest, size, path in blobs:
-            how = reg.upload(target.name, digest, size, path=path, mount_from=mounts.get(digest),
-                             progress=ctx.progress())
-            ctx.log("blob %s: %s" % (digest, how))
-        reg.upload(target.name, manifest["config"]["digest"], len(config), data=config)
-        data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        return reg.put_manifest(target.name, target.digest or target.tag, data, OCI_MANIFEST)
+        archive = os.path.join(tmpdir, "base.tar")
+        fmt = ["--format", "oci-archive"] if engine_kind(engine) == "podman" else []
+        _engine_out(ctx, engine, "save", *fmt, "-o", archive, reference)
+        layout = Layout(archive)
+        index = _load_json(layout.read("index.json"), "index of %s" % reference)
+        entry = (index.get("manifests") or [{}])[0]
+        manifest = _load_json(layout.blob(entry.get("digest", "")), "manifest of %s" % reference)
+        if "manifests" in manifest:
+            manifest = _load_json(layout.blob(choose_manifest(manifest)["digest"]), "manifest of %s" % reference)
+        config = _load_json(layout.blob(manifest["config"]["digest"]), "config of %s" % reference)
+        for d in manifest.get("layers") or []:
+            if not store.has_blob(d["digest"]):
+                layout.into_store(store, d["digest"])
+        return config, manifest
     finally:
-        for path in cleanup:
-            _unlink_quiet(path)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def push_image(reg: Registry, name: str, reference: str, image: OCIImage, mounts: dict, progress, log) -> str:
+    """Upload an image's blobs (cross-repo mounted where `mounts` names a repository of this
+    registry that has one), its config, then its manifest under `reference`. Returns its digest."""
+    import json
+    for digest, path in image.blobs.items():
+        how = reg.upload(name, digest, os.path.getsize(path), path=path, mount_from=mounts.get(digest),
+                         progress=progress)
+        log("blob %s: %s" % (digest, how))
+    reg.upload(name, json.loads(image.manifest)["config"]["digest"], len(image.config), data=image.config)
+    return reg.put_manifest(name, reference, image.manifest, OCI_MANIFEST)
+
+
+def modelpack_image(store: Store, model: Model) -> OCIImage:
+    """The model as a ModelPack artifact: its files are its layers."""
+    import json
+    config, manifest = modelpack_manifest(model, _model_facts(model))
+    return OCIImage(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(), config,
+                    {f.digest: store.blob_path(f.digest) for f in model.files})
+
+
+def push_model(ctx, model: Model, target: Ref, kind: str, carimage: str = None) -> str:
+    """Upload a stored model as a ModelPack artifact (modelpack) or as ramalama's raw or car
+    image, and tag it. Returns the manifest digest."""
+    store, reg = ctx.store, ctx.registry(target.host)
+    mounts, layer = _mount_sources(store, target), None
+    try:
+        if kind == "modelpack":
+            image = modelpack_image(store, model)
+        else:
+            base = base_image(ctx, carimage) if kind == "car" else None
+            image, layer = model_image(store, model, kind, base and base[:2])
+            if base and base[2] and base[2].host == target.host:     # the base's own registry: mount, not copy
+                mounts.update((d["digest"], base[2].name) for d in base[1].get("layers") or [])
+        return push_image(reg, target.name, target.digest or target.tag, image, mounts, ctx.progress(), ctx.log)
+    finally:
+        if layer:
+            _unlink_quiet(layer)
 
 
 def _model_facts(model: Model) -> dict:
@@ -3742,25 +3858,26 @@ def pull_layout(ctx, ref: Ref) -> tuple:
     return files, meta
 
 
-def export_layout(store: Store, model: Model, path: str, tag: str, extra: dict = None) -> str:
-    """Write the model as a ModelPack artifact in an OCI image layout: a directory (blobs
-    hardlinked from the store) or, for a path ending in .tar, a tar archive. `extra` adds
-    files next to index.json (the runtime image). Returns the manifest digest."""
+def write_layout(store: Store, path: str, tag: str, image: OCIImage, extra: dict = None,
+                 archive: bool = None) -> str:
+    """Write an image as an OCI image layout: a directory (blobs hardlinked from the store) or a
+    tar archive (for a path ending in .tar, or with archive=True). `extra` adds files next to
+    index.json (the runtime image). Returns the manifest digest."""
     import io
     import json
     import tarfile
-    config, manifest = modelpack_manifest(model, _model_facts(model))
-    raw = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    digest = _sha256_bytes(raw)
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw), "artifactType": MODELPACK_ARTIFACT,
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    manifest = json.loads(image.manifest)
+    entry = {"mediaType": OCI_MANIFEST, "digest": image.digest, "size": len(image.manifest),
+             "annotations": {"org.opencontainers.image.ref.name": tag}}
+    if manifest.get("artifactType"):
+        entry["artifactType"] = manifest["artifactType"]
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
     small = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": json.dumps(index, indent=1).encode(),
-             "blobs/sha256/" + parse_digest(digest): raw,
-             "blobs/sha256/" + parse_digest(manifest["config"]["digest"]): config}
-    big = {"blobs/sha256/" + parse_digest(f.digest): store.blob_path(f.digest) for f in model.files}
+             "blobs/sha256/" + parse_digest(image.digest): image.manifest,
+             "blobs/sha256/" + parse_digest(manifest["config"]["digest"]): image.config}
+    big = {"blobs/sha256/" + parse_digest(d): src for d, src in image.blobs.items()}
     big.update(extra or {})
-    if path.endswith(".tar"):
+    if path.endswith(".tar") if archive is None else archive:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with atomic_file(path) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name in ("blobs", "blobs/sha256"):
@@ -3776,7 +3893,7 @@ def export_layout(store: Store, model: Model, path: str, tag: str, extra: dict =
                 info.size, info.mode = os.path.getsize(src), 0o644
                 with open(src, "rb") as f:
                     tar.addfile(info, f)
-        return digest
+        return image.digest
     os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
     for name, src in sorted(big.items()):
         target = os.path.join(path, name)
@@ -3784,7 +3901,7 @@ def export_layout(store: Store, model: Model, path: str, tag: str, extra: dict =
             store.link_or_copy(src, target)
     for name in [n for n in small if n.startswith("blobs/")] + ["oci-layout", "index.json"]:
         _write_bytes_atomic(os.path.join(path, name), small[name])     # index.json last: the commit point
-    return digest
+    return image.digest
 
 
 def _write_bytes_atomic(path: str, data: bytes) -> None:
@@ -4203,6 +4320,16 @@ def record_pin(store: Store, key: str, digest: str, via: str) -> None:
 
 def pinned_name(ref: Ref, digest: str) -> str:
     return "%s/%s@%s" % (ref.host, ref.name, digest)
+
+
+def _engine_out(ctx, engine: str, *argv) -> str:
+    """Run an engine command; its stdout, or EngineError with its last error line."""
+    import subprocess
+    proc = subprocess.run([engine] + list(argv), capture_output=True, text=True, env=ctx.env)
+    if proc.returncode != 0:
+        raise EngineError("%s %s failed: %s"
+                          % (engine, argv[0], (proc.stderr.strip().splitlines() or ["?"])[-1]))
+    return proc.stdout.strip()
 
 
 def resolve_image(ctx, image: str, engine: str, offline: bool = False) -> str:
@@ -5469,42 +5596,129 @@ def _registry_host(text: str) -> str:
 
 
 # ramalama 0.25's --type words: an artifact is our ModelPack, raw an image holding the model
-PUSH_TYPES = {"modelpack": "modelpack", "artifact": "modelpack", "ramalama": "ramalama", "raw": "ramalama"}
+PUSH_TYPES = {"modelpack": "modelpack", "artifact": "modelpack", "ramalama": "raw", "raw": "raw", "car": "car"}
+
+
+def _image_type_flags(p, default: str) -> None:
+    p.add_argument("--type", choices=sorted(PUSH_TYPES), default=None,
+                   help="artifact (= modelpack): a ModelPack artifact whose layers are the model's files; raw "
+                   "(= ramalama): an image holding only the model, in /models as ramalama 0.25 lays it out; car: "
+                   "the same on top of a base image (--carimage). Default: %s" % default)
+    p.add_argument("--carimage", metavar="IMAGE", help="base image of a car (config carimage; default %s); taken "
+                   "from the engine's storage when it has it, else from its registry" % DEFAULT_CARIMAGE)
+
+
+def _image_type(ctx, default: str) -> str:
+    kind = ctx.args.type or default
+    if kind not in PUSH_TYPES:
+        raise ConfigError("convert_type must be artifact, raw or car, not %r" % kind)
+    return PUSH_TYPES[kind]
+
+
+def _carimage(ctx) -> str:
+    return ctx.args.carimage or ctx.config.get("carimage") or DEFAULT_CARIMAGE
+
+
+def _stored_for_push(ctx, text: str) -> Model:
+    """The stored model to push or convert: local files and URLs are pulled on the way; a model
+    in ramalama's store is adopted (its digests are needed)."""
+    store, source = ctx.store, ctx.resolve(text)
+    if source.transport in ("file", "http", "https") and (
+            not store.exists() or store.load(store.folder(source)) is None):
+        pull_model(ctx, source)
+    return adopted(ctx, store.get(source))
 
 
 def _push_args(p) -> None:
     p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
     p.add_argument("TARGET", nargs="?", help="oci://registry/name:tag (default: SOURCE, an oci:// model "
                    "in the store)")
-    p.add_argument("--type", choices=("modelpack", "artifact", "ramalama", "raw", "car"), default="modelpack",
-                   help="modelpack (= artifact, default): a ModelPack artifact; ramalama (= raw): an image "
-                   "whose layer holds the model; car is not built by this version")
+    _image_type_flags(p, "artifact")
     _add_registry_flags(p)
 
 
 @command("push", help="push a model to an OCI registry", args=_push_args,
          examples=["ramalama push ollama://smollm:135m oci://registry.example.com/models/smollm:135m",
-                   "ramalama push --type ramalama file:///srv/m.gguf oci://registry.example.com/images/m:1"])
+                   "ramalama push --type raw file:///srv/m.gguf oci://registry.example.com/images/m:1",
+                   "ramalama push --type car --carimage registry.example.com/base/ubi:10 llama3.2:1b "
+                   "oci://registry.example.com/images/llama:car"])
 def cmd_push(ctx) -> int:
     args, store = ctx.args, ctx.store
-    if args.type == "car":
-        raise UsageError("--type car (the model on top of a base image) is not built by this version; "
-                         "--type raw pushes an image holding only the model, --type artifact a ModelPack artifact")
-    args.type = PUSH_TYPES[args.type]
+    kind = _image_type(ctx, "modelpack")
     target_text = args.TARGET or args.SOURCE             # one name: push the stored model to where it names
     target = parse_ref(target_text if "://" in target_text else "oci://" + target_text)
     if target.transport != "oci":
         raise UsageError("push needs an oci:// target, not %s" % (target,))
     source = ctx.resolve(args.SOURCE)
     if args.dryrun:
-        ctx.out.write("would push %s to %s as %s\n" % (tty_safe(source), tty_safe(target), args.type))
+        ctx.out.write("would push %s to %s as %s\n" % (tty_safe(source), tty_safe(target), kind))
         return 0
-    if source.transport in ("file", "http", "https") and (
-            not store.exists() or store.load(store.folder(source)) is None):
-        pull_model(ctx, source)                 # local files and URLs are pulled on the way
+    model = _stored_for_push(ctx, args.SOURCE)
     with store.ensure().lock("store", shared=True):
-        digest = push_model(ctx, adopted(ctx, store.get(source)), target, args.type)
+        digest = push_model(ctx, model, target, kind, _carimage(ctx))
     ctx.info("Pushed %s to %s" % (source, target))
+    ctx.out.write(digest + "\n")
+    return 0
+
+
+def _convert_args(p) -> None:
+    p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
+    p.add_argument("TARGET", help="registry/name:tag (or oci://...): into the engine's storage, as ramalama "
+                   "convert does; oci-layout:DIR[:tag] or oci-archive:FILE.tar[:tag]: an OCI layout")
+    _image_type_flags(p, "raw (config convert_type)")
+    _add_registry_flags(p)
+
+
+@command("convert", help="write a model as ramalama's model image (raw or car) or a ModelPack artifact",
+         args=_convert_args,
+         examples=["ramalama convert llama3.2:1b oci://registry.example.com/models/llama:1b",
+                   "ramalama convert --type car llama3.2:1b oci://registry.example.com/models/llama:car",
+                   "ramalama convert --type raw llama3.2:1b oci-archive:/media/usb/llama.tar"])
+def cmd_convert(ctx) -> int:
+    import json
+    import shutil
+    import tempfile
+    args = ctx.args
+    kind = _image_type(ctx, ctx.config.get("convert_type") or "raw")
+    target_text = args.TARGET
+    layout = target_text.split(":", 1)[0] in ("oci-layout", "oci-archive")
+    target = parse_ref(target_text if "://" in target_text or layout else "oci://" + target_text)
+    if target.transport not in ("oci", "oci-layout", "oci-archive"):
+        raise UsageError("convert writes to the engine's storage (registry/name:tag), oci-layout:DIR or "
+                         "oci-archive:FILE.tar, not %s" % (target,))
+    engine = find_engine(ctx, to_run=False) if target.transport == "oci" else None
+    if target.transport == "oci" and not engine:
+        raise UsageError("convert into the engine's storage needs podman or docker; write oci-archive:FILE.tar "
+                         "(or push --type %s to a registry) instead" % (args.type or "raw"))
+    if args.dryrun:
+        ctx.out.write("would convert %s to %s as %s\n" % (tty_safe(ctx.resolve(args.SOURCE)), tty_safe(target), kind))
+        return 0
+    model = _stored_for_push(ctx, args.SOURCE)
+    store, layer, tmpdir = ctx.store.ensure(), None, None
+    try:
+        with store.lock("store", shared=True):
+            if kind == "modelpack":
+                image = modelpack_image(store, model)
+            else:
+                base = base_image(ctx, _carimage(ctx)) if kind == "car" else None
+                image, layer = model_image(store, model, kind, base and base[:2])
+            if target.transport != "oci":
+                digest = write_layout(store, target.name, target.tag or "latest", image,
+                                      archive=target.transport == "oci-archive")
+            else:
+                tmpdir = tempfile.mkdtemp(prefix="convert-", dir=store.tmp)
+                archive = os.path.join(tmpdir, "image.tar")
+                name = "%s/%s:%s" % (target.host, target.name, target.tag or "latest")
+                digest = write_layout(store, archive, name, image, archive=True)       # load names it so
+                _engine_out(ctx, engine, "load", "-q", "-i", archive)
+                # an engine that ignores the archive's name still knows the image by its config digest
+                _engine_out(ctx, engine, "tag", parse_digest(json.loads(image.manifest)["config"]["digest"]), name)
+    finally:
+        if layer:
+            _unlink_quiet(layer)
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    ctx.info("Converted %s to %s (%s)" % (model.ref, target, kind))
     ctx.out.write(digest + "\n")
     return 0
 
@@ -6057,7 +6271,7 @@ def _chat_args(p) -> None:
 @command("chat", help="chat with an OpenAI-compatible server (ours, or any other)", args=_chat_args,
          examples=["ramalama chat", "ramalama chat --url http://127.0.0.1:8080/v1 'why is the sky blue?'",
                    "ramalama chat --name ramalama-1a2b3c4d",
-                   "RAMALAMA_API_KEY=... ramalama chat --url https://api.example.com/v1 --model NAME"])
+                   "ramalama chat --url https://api.example.com/v1 --model NAME   # key from $RAMALAMA_API_KEY"])
 def cmd_chat(ctx) -> int:
     args = ctx.args
     client, served = _api_client(ctx)
@@ -6238,7 +6452,7 @@ def cmd_export(ctx) -> int:
                 json.dump({"image": image, "id": image_id,
                            "key": pin_key(wanted)}, f)
             extra = {"runtime-image.tar": archive, "runtime-image.json": note}
-        digest = export_layout(store, model, args.PATH, args.tag, extra)
+        digest = write_layout(store, args.PATH, args.tag, modelpack_image(store, model), extra)
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -6300,16 +6514,6 @@ def _import_runtime_image(ctx, layout: "Layout") -> None:
         raise EngineError("%s loaded the runtime image but does not report its digest" % engine)
     record_pin(store, key, digest, "import")
     ctx.info("loaded the runtime image into %s; %s is pinned to %s" % (engine, key, digest))
-
-
-def _engine_out(ctx, engine: str, *argv) -> str:
-    """Run an engine command; its stdout, or EngineError with its last error line."""
-    import subprocess
-    proc = subprocess.run([engine] + list(argv), capture_output=True, text=True, env=ctx.env)
-    if proc.returncode != 0:
-        raise EngineError("%s %s failed: %s"
-                          % (engine, argv[0], (proc.stderr.strip().splitlines() or ["?"])[-1]))
-    return proc.stdout.strip()
 
 
 def _completion_args(p) -> None:

@@ -364,3 +364,109 @@ def test_models_ramalama_keeps_as_podman_images(anchor, env, tmp_path, model_fil
             run(["podman", "rmi", "-f"] + images, env=run_env)
             dangling = run(["podman", "images", "-q", "--filter", "dangling=true"], env=run_env).stdout.split()
             run(["podman", "rmi", "-f"] + dangling, env=run_env)
+
+
+def busybox_base(path: Path) -> Path:
+    """A tiny base image's root filesystem: busybox with sh and ln."""
+    import tarfile
+    busybox = require("busybox (apt-get install busybox-static)", shutil.which("busybox"))
+    with tarfile.open(path, "w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for tool in ("sh", "ln"):
+            link = tarfile.TarInfo("bin/" + tool)
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return path
+
+
+def test_images_we_write_are_what_ramalama_pulls(anchor, env, tmp_path, model_file):
+    """raw and car images that push --type and convert write, with no `podman build`: ramalama
+    0.25 pulls each from a real TLS registry into podman, where /models/model.file is the GGUF;
+    our own pull gets the same sha256 as one blob; skopeo inspects them; the car keeps its
+    base's layers under the model's."""
+    import json
+    from conftest import sha256
+    from registry import RegistryServer
+    from runtime import podman_env
+    cmd, _share = anchor
+    require("podman", shutil.which("podman"))
+    require("skopeo", shutil.which("skopeo"))
+    penv = podman_env(tmp_path / "podman")
+    want = sha256(model_file)
+    with RegistryServer(tmp_path / "reg", tls=True) as reg:
+        run_env = dict(env, **penv, HOME=str(tmp_path / "home"), SSL_CERT_FILE=str(reg.ca))
+        certs = tmp_path / "certs"                 # skopeo and podman: a directory of CA certificates only
+        certs.mkdir()
+        shutil.copy(reg.ca, certs / "ca.crt")
+        base = "%s/base/busybox:1" % reg.host
+        local_base = "localhost/ramalama-test-base:2"
+        images = [local_base]
+        store = tmp_path / "ours"
+
+        def ours(*argv):
+            return run([sys.executable, ROOT / "ramalama.py", "--store", store, "--engine", "podman"] + list(argv),
+                       env=run_env)
+
+        def theirs(*argv):
+            return run(cmd + ["--store", tmp_path / "theirs", "--engine", "podman"] + list(argv), env=run_env,
+                       cwd=tmp_path)
+
+        def podman(*argv):
+            return run(["podman"] + list(argv), env=run_env)
+        try:
+            assert podman("import", "-q", busybox_base(tmp_path / "base.tar"), local_base).returncode == 0
+            r = run(["skopeo", "copy", "--dest-cert-dir", str(certs), "containers-storage:" + local_base,
+                     "docker://" + base], env=run_env)
+            assert r.returncode == 0, r.stderr
+            assert podman("rmi", local_base).returncode == 0       # the registry's copy serves the first car
+            ref = "file://%s" % model_file
+            targets = {"raw": "%s/models/tiny:raw" % reg.host, "car": "%s/models/tiny:car" % reg.host}
+            for kind, target in targets.items():
+                r = ours("push", "--type", kind, "--carimage", base, ref, "oci://" + target)
+                assert r.returncode == 0, r.stderr
+            # convert into podman's storage, with the base now taken from there
+            assert podman("import", "-q", tmp_path / "base.tar", local_base).returncode == 0
+            converted = "localhost/models/tiny:converted"
+            images += [converted]
+            r = ours("convert", "--type", "car", "--carimage", local_base, ref, converted)
+            assert r.returncode == 0, r.stderr
+            assert podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split().count(converted) == 1
+            r = podman("push", "--cert-dir", str(certs), converted, "%s/models/tiny:converted" % reg.host)
+            assert r.returncode == 0, r.stderr
+            targets["converted"] = "%s/models/tiny:converted" % reg.host
+            images += list(targets.values())
+            for kind, target in targets.items():
+                info = json.loads(run(["skopeo", "inspect", "--cert-dir", str(certs), "docker://" + target],
+                                      env=run_env).stdout)
+                assert info["Labels"]["org.containers.type"] == ("ai.image.model.raw" if kind == "raw"
+                                                                 else "ai.image.model.car")
+                assert len(info["Layers"]) == (1 if kind == "raw" else 2)
+                r = theirs("pull", "oci://" + target)
+                assert r.returncode == 0, (kind, r.stderr[-2000:])
+                mounted = podman("image", "mount", target).stdout.strip()
+                try:
+                    assert sha256(os.path.join(mounted, "models", "model.file")) == want, kind
+                    if kind != "raw":
+                        assert os.path.exists(os.path.join(mounted, "bin", "busybox"))
+                finally:
+                    podman("image", "unmount", target)
+                r = ours("--nocontainer", "pull", "oci://" + target)
+                assert r.returncode == 0, r.stderr
+                facts = json.loads(ours("inspect", "--json", "oci://" + target).stdout)
+                assert [f["digest"] for f in facts["files"] if f["role"] == "model"] == ["sha256:" + want]
+            assert os.listdir(store / "blobs" / "sha256").count(want) == 1
+            listed = theirs("list", "--json")
+            assert all("oci://" + t in listed.stdout for t in targets.values()), listed.stdout
+            # an OCI archive of the raw image: skopeo reads it, we pull it back to the same blob
+            archive = tmp_path / "tiny-raw.tar"
+            r = ours("convert", "--type", "raw", ref, "oci-archive:%s:v1" % archive)
+            assert r.returncode == 0, r.stderr
+            info = json.loads(run(["skopeo", "inspect", "oci-archive:%s:v1" % archive], env=run_env).stdout)
+            assert info["Labels"]["org.containers.type"] == "ai.image.model.raw"
+            assert ours("pull", "oci-archive:%s:v1" % archive).returncode == 0
+            assert os.listdir(store / "blobs" / "sha256").count(want) == 1
+        finally:
+            podman("rmi", "-f", *images)
+            left = podman("images", "-q", "--filter", "label=org.containers.type").stdout.split()
+            left += podman("images", "-q", "--filter", "dangling=true").stdout.split()
+            podman("rmi", "-f", *left)

@@ -20,8 +20,9 @@ def raw_controls(text: str) -> list:
     return sorted({"%02x" % ord(c) for c in text if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) < 0xa0})
 
 
-def check(r, tally, one_error_line=False):
-    bad = raw_controls(r.out + r.err)
+def check(r, tally, one_error_line=False, prose=False):
+    """prose: a model's reply on stdout, where tabs stay (code has them; they move no cursor)."""
+    bad = [c for c in raw_controls(r.out) if not (prose and c == "09")] + raw_controls(r.err)
     if one_error_line:
         lines = r.err.strip("\n").split("\n")
         bad += [] if len(lines) == 1 and lines[0].startswith("Error: ") else ["%d error lines" % len(lines)]
@@ -111,3 +112,59 @@ def test_hub_file_names_are_escaped(cli, env, tiny_gguf, tally):
         check(cli("pull", "hf://org/evil-GGUF", env_extra={"HF_ENDPOINT": hub.url}), tally)
         check(cli("list"), tally)
         check(cli("pull", "hf://org/evil-GGUF/x\x1b[2J.gguf", env_extra={"HF_ENDPOINT": hub.url}), tally)
+
+
+class HostileAPI:
+    """An OpenAI-compatible server whose model names, streamed tokens and error messages carry
+    every control character."""
+
+    def __init__(self, evil: str):
+        import http.server
+        import threading
+        ids = json.dumps({"data": [{"id": "m%s\x1b[2Jx" % evil, "owned_by": "o\x07%s" % evil}]}).encode()
+        tokens = b"".join(b"data: " + json.dumps({"choices": [{"delta": {"content": "t%s\x1b]0;pwned\x07" % evil}}]})
+                          .encode() + b"\n\n" for _ in range(3)) + b"data: [DONE]\n\n"
+        error = json.dumps({"error": {"message": "no %s\x1b[31m\nFAKE: line" % evil}}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def answer(self, status, body, ctype="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self.answer(200, ids)
+
+            def do_POST(self):
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if request.get("model") == "missing":
+                    return self.answer(404, error)
+                self.answer(200, tokens, "text/event-stream")
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/v1" % self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("c", CONTROLS, ids=lambda c: "%02x" % ord(c))
+def test_what_a_model_server_says_is_escaped(cli, c, tally):
+    api = HostileAPI(c)
+    try:
+        r = check(cli("chat", "--url", api.url, "hi"), tally, prose=True)
+        assert r.code == 0 and "\\x1b]0;pwned\\x07" in r.out
+        check(cli("models", "--url", api.url), tally)
+        check(cli("chat", "--url", api.url, "--list"), tally)
+        r = check(cli("chat", "--url", api.url, "--model", "missing", "hi"), tally, one_error_line=True)
+        assert r.code == 1 and "\\nFAKE: line" not in r.err        # folded into one line
+        models = json.loads(check(cli("models", "--url", api.url, "--json"), tally).out)
+        assert models == ["m%s\x1b[2Jx" % c]                       # JSON keeps the exact value
+    finally:
+        api.close()
