@@ -306,26 +306,18 @@ def test_models_ramalama_keeps_as_podman_images(anchor, env, tmp_path, model_fil
     registry and pulls it into podman: we list, inspect and run it from the image, and our own
     pull of the same reference takes it from the image instead of downloading a layer."""
     import json
-    import tarfile
     from registry import RegistryServer
     from runtime import podman_env
     from conftest import sha256
     cmd, _share = anchor
     require("podman", shutil.which("podman"))
-    busybox = require("busybox (apt-get install busybox-static)", shutil.which("busybox"))
     penv = podman_env(tmp_path / "podman")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "podman").write_text(PODMAN_BUILD_WRAPPER)
     (bindir / "podman").chmod(0o755)
     os.symlink(cmd[1], bindir / "ramalama")              # ramalama installed, as on such a host
-    base = tmp_path / "base.tar"
-    with tarfile.open(base, "w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for tool in ("sh", "ln"):
-            link = tarfile.TarInfo("bin/" + tool)
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
+    base = busybox_base(tmp_path / "base.tar")
     images = []
     with RegistryServer(tmp_path / "reg", tls=True) as reg:
         run_env = dict(env, **penv, HOME=str(tmp_path / "home"), SSL_CERT_FILE=str(reg.ca),
