@@ -4747,24 +4747,26 @@ def model_mounts(model: Model) -> list:
 
 
 def served_name(ref: str) -> str:
-    """The name a model answers to among several: its reference without the scheme, in
+    """The name a model answers to among several: its reference (as typed, or as stored)
+    without the scheme, in
     characters a file and a mount option take ('ollama://smollm:135m' -> 'smollm:135m',
     'hf://org/repo:Q4_K_M' -> 'org-repo:Q4_K_M'); a file or URL model by its file name."""
     import re
-    scheme, _, rest = ref.partition("://")
+    scheme, _, rest = ref.rpartition("://")
     if scheme in ("file", "http", "https"):
         rest = rest.rstrip("/").rsplit("/", 1)[-1]
         rest = rest[:-5] if rest.endswith(".gguf") else rest
     return re.sub(r"[^A-Za-z0-9._:+-]", "-", rest).lstrip(".-") or "model"
 
 
-def router_files(models: list) -> list:
+def router_files(models: list, names: list = None) -> list:
     """(host file, 'name/file.gguf') for every GGUF file of each model: llama-server's router
     serves each folder of its --models-dir as one model (shards and projector included) under
-    the folder's name. Two models with one name get '-2', '-3', ..."""
+    the folder's name: served_name() of `names` (what the user typed), else of the references.
+    Two models with one name get '-2', '-3', ..."""
     entries, taken = [], set()
-    for model in models:
-        name = base = served_name(model.ref)
+    for model, text in zip(models, names or [m.ref for m in models]):
+        name = base = served_name(text)
         n = 1
         while name in taken:
             n += 1
@@ -5822,9 +5824,9 @@ def _image(ctx, runtime: str, gpu: str) -> str:
         VLLM_IMAGE if runtime == "vllm" else GPU_IMAGES[gpu]) + ":latest"
 
 
-def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None):
+def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, names: list = None):
     """Start a server for one model, or llama-server's router for several (each answering to
-    its served_name), in the chosen engine or natively; an engine that cannot run containers
+    the served_name of its entry in `names`, else of its reference), in the chosen engine or natively; an engine that cannot run containers
     (a docker client without a daemon) falls back to native with one warning. With socket_dir
     (llama.cpp under `run`), the server listens on a unix socket there and a container gets no
     network at all. Returns the Server, or None after --dryrun printed it."""
@@ -5842,7 +5844,7 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None):
     command_at = _server_command(ctx, models, runtime, port, gpu)
     if engine:
         name = _container_name(ctx)
-        root, mounts = _container_files(models)
+        root, mounts = _container_files(models, names)
         argv, image = _in_container(
             ctx, engine, gpu, command_at(root, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0"), mounts,
             name=name, labels=_labels(models, runtime, endpoint if sock else endpoint + "/v1"),
@@ -5856,7 +5858,7 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None):
         except EngineError as e:
             ctx.warn("%s; running natively instead" % e)
     env.update(e.partition("=")[::2] for e in getattr(ctx.args, "env", None) or [] if "=" in e)
-    root, release = _native_files(ctx, models)
+    root, release = _native_files(ctx, models, names)
     server = None
     try:
         argv = command_at(root, sock or host)
@@ -5890,24 +5892,24 @@ def _server_command(ctx, models: list, runtime: str, port: int, gpu: str):
     return lambda root, listen: runtime_argv(one._replace(model=root, host=listen))
 
 
-def _container_files(models: list) -> tuple:
+def _container_files(models: list, names: list = None) -> tuple:
     """(root, mounts): where a container sees the models' files, and the read-only mounts that
     put them there. A model ramalama keeps as an image is that image, mounted."""
     if len(models) != 1:
-        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel) for src, rel in router_files(models)]
+        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel) for src, rel in router_files(models, names)]
     if models[0].meta.get("store") == "ramalama-image":
         return "/mnt/image/models", [("image:" + models[0].meta["image"], "/mnt/image")]
     return CONTAINER_MODELS, model_mounts(models[0])
 
 
-def _native_files(ctx, models: list) -> tuple:
+def _native_files(ctx, models: list, names: list = None) -> tuple:
     """(root, release): where a native runtime finds the models' files, and what undoes that: a
     folder of links for the router, the mounted image of a model ramalama keeps as one."""
     import shutil
     import tempfile
     if len(models) != 1:
         root = tempfile.mkdtemp(prefix="ramalama-models-")
-        for src, rel in router_files(models):
+        for src, rel in router_files(models, names):
             os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
             os.symlink(src, os.path.join(root, rel))
         return root, lambda: shutil.rmtree(root, ignore_errors=True)
@@ -6141,18 +6143,19 @@ def cmd_serve(ctx) -> int:
     import subprocess
     args = ctx.args
     models = [_model_for(ctx, text) for text in args.MODEL] if args.MODEL else _every_gguf_model(ctx)
+    names = args.MODEL or [m.ref for m in models]           # what each model answers to among several
     port = args.port or ctx.config.get("port") or 8080
     host = args.host or ctx.config.get("host") or "127.0.0.1"       # reachable from elsewhere only when asked
     if args.generate:
-        return _generate(ctx, models, host, port)
+        return _generate(ctx, models, names, host, port)
     if args.detach and not find_engine(ctx):
         raise UsageError("--detach needs a container engine (podman or docker)")
-    server = launch(ctx, models, host=host, port=port)
+    server = launch(ctx, models, host=host, port=port, names=names)
     if server is None:
         return 0
     url = "http://%s:%d/v1" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port)
     what = models[0].ref if len(models) == 1 else "%d models (%s)" % (
-        len(models), ", ".join(sorted({served_name(m.ref) for m in models})))
+        len(models), ", ".join(sorted({rel.split("/")[0] for _src, rel in router_files(models, names)})))
     detached = False
     # everything after the start is covered: a stop signal right after the announcement (whose
     # reader may act on it at once) still stops the server
@@ -6193,7 +6196,7 @@ def deployment_name(ref: str) -> str:
     return re.sub(r"[/:@]", "-", ref.split("://", 1)[-1]).lower()[:40].strip("-.")
 
 
-def _generate(ctx, models: list, host: str, port: int) -> int:
+def _generate(ctx, models: list, names: list, host: str, port: int) -> int:
     kind, _, outdir = ctx.args.generate.partition(":")
     runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
     engine = find_engine(ctx) or "podman"
@@ -6201,7 +6204,7 @@ def _generate(ctx, models: list, host: str, port: int) -> int:
     if any(m.meta.get("store") == "ramalama-image" for m in models):
         raise UsageError("--generate needs the model's files; this model is kept as an image by ramalama: "
                          "pull it into our store first")
-    root, mounts = _container_files(models)
+    root, mounts = _container_files(models, names)
     argv = _server_command(ctx, models, runtime, port, gpu)(root, "0.0.0.0")
     name = ctx.args.name or "ramalama-" + deployment_name(models[0].ref if len(models) == 1 else "models")
     key_var = api_key_env(runtime) if _api_key(ctx) else None

@@ -1,6 +1,7 @@
 """Command lines for every engine x runtime x GPU kind (golden), image pinning, GPU detection,
 deployment files. Everything here runs through --dryrun or pure functions."""
 import json
+import os
 import re
 import shlex
 
@@ -190,6 +191,7 @@ def test_served_names():
     assert ramalama.served_name("https://example.com/m/x,y=z.gguf") == "x-y-z"
     assert ramalama.served_name("oci://registry.test/models/../.hidden:1") == "registry.test-models-..-.hidden:1"
     assert ramalama.served_name("file:///m/.gguf") == "model"
+    assert ramalama.served_name("llama3.2:1b") == "llama3.2:1b"
 
 
 def test_image_pins(cli, store, pulled):
@@ -268,3 +270,21 @@ def test_api_key_reaches_the_runtime_by_environment_only(cli, store, pulled, eng
             assert words[words.index("--env") + 1] == "LLAMA_API_KEY"
     info = cli("info", env_extra={"RAMALAMA_API_KEY": key})
     assert key not in info.out and json.loads(info.out)["config"]["settings"]["api_key"] == "***"
+
+
+def test_several_models_answer_to_the_names_typed(cli, store, env, pulled, model_file, tmp_path):
+    other = tmp_path / "b" / "other.gguf"
+    other.parent.mkdir()
+    other.write_bytes(model_file.read_bytes())
+    assert cli("pull", "file://%s" % other).code == 0
+    config = tmp_path / "home" / ".config" / "ramalama"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "shortnames.conf").write_text('[shortnames]\n"tiny:1" = "%s"\n' % pulled)
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    r = cli("--engine", "podman", "--dryrun", "serve", "tiny:1", "file://%s" % other, env_extra={"RAMALAMA_GPU": "none"})
+    assert r.code == 0, r
+    dests = [a.split("destination=")[1].split(",")[0] for a in shlex.split(r.out) if a.startswith("--mount=")]
+    assert dests == ["/mnt/models/tiny:1/tiny.gguf", "/mnt/models/other/other.gguf"]
+    r = cli("--nocontainer", "--dryrun", "serve", "tiny:1", "file://%s" % other)
+    models_dir = shlex.split(r.out)[shlex.split(r.out).index("--models-dir") + 1]
+    assert models_dir.startswith("/tmp/ramalama-models-") and not os.path.exists(models_dir)   # links removed
