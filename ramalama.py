@@ -4193,6 +4193,9 @@ def container_argv(engine: str, exe: str, image: str, command: list, mounts: lis
     flags the user asked for (--env, --network, --privileged, ...)."""
     accel = accel or {}
     argv = [exe, "run", "--rm"] + (["-d"] if detach else []) + ["--name", name]
+    if not detach and engine == "podman":
+        # the tool writes to our pipes itself: podman's relay can drop the last lines at exit
+        argv.append("--log-driver=passthrough")
     for var in env_names:
         argv += ["--env", var]
     for var, value in sorted(accel.items()):
@@ -6012,11 +6015,11 @@ def converse(ctx, client: APIClient, model: str, words: list, **options) -> int:
             history.append({"role": "assistant", "content": reply})
 
 
-def run_tool(ctx, model: Model, command_at, inputs: tuple = (), err=None) -> int:
+def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=None) -> int:
     """A llama.cpp tool on the model, to its end: in the pinned image with run's device, GPU
     and engine options (no network), or natively. `command_at(root, paths)` is its command with
-    the model's files below root and the host files `inputs` at `paths`. Its stderr goes to
-    `err` (default: ours)."""
+    the model's files below root and the host files `inputs` at `paths`. Its output goes to
+    `out` and `err` (default: ours)."""
     import shlex
     import shutil
     runtime = _runtime(ctx)
@@ -6034,7 +6037,7 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), err=None) -> int
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return 0
-        return run_to_end(argv, env, ctx.out, err or ctx.err, stop=lambda _proc: remove_container(engine, name, env))
+        return run_to_end(argv, env, out or ctx.out, err or ctx.err, stop=lambda _proc: remove_container(engine, name, env))
     env.update(e.partition("=")[::2] for e in ctx.args.env or [] if "=" in e)
     root, release = _native_files(ctx, [model])
     try:
@@ -6045,7 +6048,7 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), err=None) -> int
         if not shutil.which(argv[0], path=env.get("PATH")):
             raise RamalamaError("%s is not installed (not on PATH); install llama.cpp's tools, or run in a "
                                 "container with podman or docker" % argv[0])
-        return run_to_end(argv, env, ctx.out, err or ctx.err)
+        return run_to_end(argv, env, out or ctx.out, err or ctx.err)
     finally:
         release()
 
@@ -6097,30 +6100,40 @@ def cmd_perplexity(ctx) -> int:
         model = _model_for(ctx, ctx.args.MODEL)
         s, gpu = _settings(ctx, _runtime(ctx)), detect_gpu(ctx.env)
         model_file = _model_paths(model)["model"]
-        # llama-perplexity exits 0 when the text is too short for its context: what tells is its estimate
-        err = ctx.err
-
-        class Watch:
-            tail, found = "", False
-
-            def write(self, text):
-                self.found = self.found or "Final estimate" in self.tail + text     # chunks split lines
-                self.tail = text[-20:]
-                return err.write(text)
-
-            def flush(self):
-                err.flush()
-        watch = Watch()
+        # llama-perplexity exits 0 when the text is too short for its context, and its log thread
+        # can lose its last lines at exit: a run that printed neither a chunk's value nor the
+        # estimate computed nothing
+        chunks, estimate = _Seen(ctx.out, "[1]"), _Seen(ctx.err, "Final estimate")
         status = run_tool(ctx, model, lambda root, inputs: perplexity_argv(
             root + "/" + model_file, inputs[0], gpu_layers(s["ngl"], gpu), s["threads"], s["ctx_size"],
-            s["runtime_args"]), inputs=(os.path.abspath(text),), err=watch)
-        if status == 0 and not watch.found and not ctx.args.dryrun:
-            raise RamalamaError("llama-perplexity gave no estimate (its messages above say why; a text needs at "
-                                "least twice the context size in tokens)")
+            s["runtime_args"]), inputs=(os.path.abspath(text),), out=chunks, err=estimate)
+        if status == 0 and not (chunks.seen or estimate.seen or ctx.args.dryrun):
+            raise RamalamaError("llama-perplexity computed nothing: a text needs at least twice the context size "
+                                "in tokens (--ctx-size; the model's own by default)")
+        if status == 0 and chunks.seen and not estimate.seen:
+            import re
+            last = re.findall(r"\[(\d+)\](\d+(?:\.\d+)?)", chunks.tail)
+            ctx.warn("llama-perplexity's closing lines were lost at its exit (llama.cpp's log thread); its "
+                     "running estimate%s is the last value above" % (" after %s chunks: PPL = %s" % last[-1] if last else ""))
         return status
     finally:
         if temporary:
             os.unlink(temporary)
+
+
+class _Seen:
+    """A stream that notes whether `marker` went through it, across the chunks it comes in."""
+
+    def __init__(self, stream, marker: str):
+        self.stream, self.marker, self.seen, self.tail = stream, marker, False, ""
+
+    def write(self, text: str) -> int:
+        self.seen = self.seen or self.marker in self.tail + text
+        self.tail = (self.tail + text)[-200:]               # the last words said
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _serve_args(p) -> None:

@@ -2,6 +2,7 @@
 in podman, with and without an API key), llama-bench and llama-perplexity on a generated GGUF,
 and several models served at once by llama-server's router."""
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -113,13 +114,16 @@ def test_perplexity_scores_a_text_or_says_why_not(store, model, engine, tmp_path
     flags, run_env = engine
     text = tmp_path / "sample.txt"
     text.write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 150))
-    r = cli_run(store, *flags, "perplexity", "--ctx-size", "128", "--file", str(text), model, env=run_env)
-    assert r.returncode == 0, r.stderr
-    assert "Final estimate: PPL = " in r.stderr and "[1]" in r.stdout
-    r = cli_run(store, *flags, "perplexity", "--ctx-size", "128", model, env=run_env, stdin=text.read_text())
-    assert r.returncode == 0 and "Final estimate: PPL = " in r.stderr, r.stderr
+    by_file = cli_run(store, *flags, "perplexity", "--ctx-size", "128", "--file", str(text), model, env=run_env)
+    by_stdin = cli_run(store, *flags, "perplexity", "--ctx-size", "128", model, env=run_env, stdin=text.read_text())
+    for r in (by_file, by_stdin):
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"^\[1\]\d+\.\d+,\[2\]\d+\.\d+,", r.stdout, re.M), r.stdout      # per-chunk perplexity
+        # llama.cpp's log thread can lose a tool's last lines at exit (its issue 22142): then the
+        # running estimate is pointed at instead
+        assert ("Final estimate: PPL = " in r.stderr) != ("closing lines were lost" in r.stderr), r.stderr
     r = cli_run(store, *flags, "perplexity", model, env=run_env, stdin="far too short")
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: llama-perplexity gave no estimate")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: llama-perplexity computed nothing")
     r = cli_run(store, *flags, "perplexity", "--file", str(tmp_path / "missing.txt"), model, env=run_env)
     assert r.returncode == 2 and "no such file" in one_error_line(r)
     assert leftovers(store, run_env) == []

@@ -54,9 +54,9 @@ def test_env_beats_files_and_ramalama_config_is_the_only_file(dirs, tmp_path):
 
 
 def test_unknown_keys_and_tables_are_kept_not_fatal(dirs):
-    write(dirs[1] / "ramalama.conf", "[ramalama]\ncarimage = \"ubi\"\n[ramalama.download]\nconnections = 8\n")
+    write(dirs[1] / "ramalama.conf", "[ramalama]\nrag_image = \"quay.io/x/rag\"\n[ramalama.download]\nconnections = 8\n")
     cfg = load(dirs)
-    assert cfg.unknown_keys() == ["carimage"]
+    assert cfg.unknown_keys() == ["rag_image"]
     assert cfg.get("download") == {"connections": 8}
 
 

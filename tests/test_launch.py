@@ -141,6 +141,7 @@ def test_tools_dryrun_in_a_container_without_network(cli, store, pulled, model_f
         store, model_file)
     assert argv[:5] == ["podman", "run", "--rm", "--name", "b"] and "-d" not in argv and "-p" not in argv
     assert "--network=none" in argv and mount in argv and "--cap-drop=all" in argv
+    assert "--log-driver=passthrough" in argv            # output straight to our pipes, none lost at exit
     assert "nvidia.com/gpu=1" in argv and "CUDA_VISIBLE_DEVICES=0" in argv          # as run does it
     assert argv[argv.index(image) + 1:] == ["llama-bench", "-m", "/mnt/models/tiny.gguf", "-ngl", "999", "-t", "3",
                                             "-o", "json"]
