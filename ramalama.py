@@ -4104,10 +4104,11 @@ API_TIMEOUT = 600.0         # a CPU can think for minutes before its first token
 
 
 class ServeOptions(namedtuple("ServeOptions", "runtime model mmproj template alias host port ctx_size ngl "
-                                              "threads temp seed extra max_tokens models_max",
-                              defaults=(None, None))):
+                                              "threads temp seed extra max_tokens models_max rpc",
+                              defaults=(None, None, None))):
     """What a runtime is told, with paths as the runtime sees them (host or container). With
-    models_max, `model` is a directory of models that llama-server's router serves by name."""
+    models_max, `model` is a directory of models that llama-server's router serves by name;
+    rpc: llama.cpp RPC workers ('host:port,host:port') that hold the offloaded layers."""
     __slots__ = ()
 
 
@@ -4127,7 +4128,7 @@ def runtime_argv(o: ServeOptions) -> list:
         argv += ["--model", o.model, "--alias", o.alias]
     for flag, value in (("--ctx-size", o.ctx_size), ("--n-gpu-layers", o.ngl), ("--threads", o.threads),
                         ("--temp", o.temp), ("--seed", o.seed), ("--mmproj", o.mmproj),
-                        ("--n-predict", o.max_tokens or None)):
+                        ("--n-predict", o.max_tokens or None), ("--rpc", o.rpc)):
         if value is not None:
             argv += [flag, str(value)]
     if o.template:
@@ -4730,18 +4731,43 @@ def serve_options(model: Model, runtime: str, host: str, port: int, gpu: str, ro
         under["model"] = root
     s = settings
     return ServeOptions(runtime, under["model"], under["mmproj"], under["template"], model.ref, host, port,
-                        s["ctx_size"] or None, gpu_layers(s["ngl"], gpu), s["threads"], s["temp"], s["seed"],
-                        s["runtime_args"], s["max_tokens"])
+                        s["ctx_size"] or None, gpu_layers(s["ngl"], gpu, s["rpc"]), s["threads"], s["temp"],
+                        s["seed"], s["runtime_args"], s["max_tokens"], None, s["rpc"])
 
 
-def gpu_layers(ngl, gpu: str) -> int:
+def gpu_layers(ngl, gpu: str, rpc: str = None) -> int:
     """Layers to offload: a number as given; all; auto (the default, as -1): all when a GPU
-    was found, none otherwise."""
+    was found or RPC workers are to hold them, none otherwise."""
     if ngl == "all":
         return 999
     if ngl in (None, "auto") or ngl < 0:
-        return 999 if gpu != "none" else 0
+        return 999 if gpu != "none" or rpc else 0
     return ngl
+
+
+def rpc_nodes(text: str) -> str:
+    """'host:port,host:port' as llama-server's --rpc takes it; one clear error otherwise."""
+    nodes = [n.strip() for n in (text or "").split(",") if n.strip()]
+    for node in nodes:
+        host, sep, port = node.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError("RPC workers are HOST:PORT[,HOST:PORT...], not %r" % node)
+    if not nodes:
+        raise UsageError("RPC workers are HOST:PORT[,HOST:PORT...], not %r" % text)
+    return ",".join(nodes)
+
+
+RPC_WORKERS = ("ggml-rpc-server", "rpc-server")     # llama.cpp's RPC worker, new name first
+RPC_PORT = 50052
+
+
+def rpc_worker_argv(exe: str, host: str, port: int, threads: int = None, cache: bool = False) -> list:
+    """llama.cpp's RPC worker: it holds the layers a llama-server gives it, on this host's
+    devices, and answers anyone who connects (it has no authentication)."""
+    argv = [exe, "--host", host, "--port", str(port)]
+    if threads:
+        argv += ["--threads", str(threads)]
+    return argv + (["--cache"] if cache else [])
 
 
 def model_mounts(model: Model) -> list:
@@ -4780,14 +4806,25 @@ def router_files(models: list, names: list = None) -> list:
     return entries
 
 
-def _tail(path: str, lines: int = 5) -> str:
+def _tail(path: str) -> str:
+    """Why a server's log says it failed (see last_words)."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 4000))
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 16384))
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return " | ".join(text.strip().splitlines()[-lines:])
+    return last_words(text.splitlines())
+
+
+def last_words(lines: list) -> str:
+    """The lines of a log's end that say what went wrong (an error, a failed assertion, a
+    crashed RPC worker; not the backtrace a crash prints after them), else its last lines."""
+    import re
+    lines = [line.strip() for line in lines[-80:] if line.strip()]
+    why = [line for line in lines if re.search(r"error|fail|crash|abort|assert|exception|cannot|unable", line, re.I)
+           and not re.match(r"#\d|\[Inferior|\d+\s", line)]
+    return " | ".join(why[:2] or lines[-5:])
 
 
 class EngineError(RamalamaError):
@@ -4886,8 +4923,8 @@ def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, 
         remove_container(exe, name, env)
 
     def logs():
-        out = subprocess.run([exe, "logs", "--tail", "5", name], capture_output=True, text=True, env=env)
-        return " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
+        out = subprocess.run([exe, "logs", "--tail", "80", name], capture_output=True, text=True, env=env)
+        return last_words((out.stdout + out.stderr).splitlines())
     return Server(endpoint, alive, stop, logs, name=name, image=image, api_key=api_key)
 
 
@@ -5151,6 +5188,9 @@ def _add_runtime_flags(p) -> None:
     p.add_argument("--api-key", metavar="KEY", help="API clients must send this key (config api_key; env "
                    "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
                    "never in its argv; generated files refer to a secret")
+    p.add_argument("--rpc", metavar="HOST:PORT[,...]", help="llama.cpp RPC workers (`ramalama rpc-server` on "
+                   "each host) that hold the model's layers (env RAMALAMA_LLAMACPP_RPC_NODES); a container then "
+                   "shares this host's network to reach them")
     _add_launch_flags(p)
 
 
@@ -5829,10 +5869,12 @@ def _image(ctx, runtime: str, gpu: str) -> str:
 
 def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, names: list = None):
     """Start a server for one model, or llama-server's router for several (each answering to
-    the served_name of its entry in `names`, else of its reference), in the chosen engine or natively; an engine that cannot run containers
-    (a docker client without a daemon) falls back to native with one warning. With socket_dir
-    (llama.cpp under `run`), the server listens on a unix socket there and a container gets no
-    network at all. Returns the Server, or None after --dryrun printed it."""
+    the served_name of its entry in `names`, else of its reference), in the chosen engine or
+    natively; an engine that cannot run containers (a docker client without a daemon) falls
+    back to native with one warning. With socket_dir (llama.cpp under `run`), the server
+    listens on a unix socket there and a container gets no network at all; with RPC workers a
+    container shares this host's network, to reach them where this host does. Returns the
+    Server, or None after --dryrun printed it."""
     import shlex
     runtime, engine, gpu = _runtime(ctx), find_engine(ctx), detect_gpu(ctx.env)
     sock = (socket_dir + "/llama.sock") if socket_dir else None
@@ -5844,15 +5886,18 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, n
     env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
     if key:
         env[key_var] = key
-    command_at = _server_command(ctx, models, runtime, port, gpu)
+    settings = _settings(ctx, runtime)
+    command_at = _server_command(ctx, models, runtime, port, gpu, settings)
     if engine:
         name = _container_name(ctx)
         root, mounts = _container_files(models, names)
+        shared = bool(settings["rpc"])              # this host's network: no port to publish
+        listen = CONTAINER_SOCKET_DIR + "/llama.sock" if sock else host if shared else "0.0.0.0"
         argv, image = _in_container(
-            ctx, engine, gpu, command_at(root, CONTAINER_SOCKET_DIR + "/llama.sock" if sock else "0.0.0.0"), mounts,
+            ctx, engine, gpu, command_at(root, listen), mounts,
             name=name, labels=_labels(models, runtime, endpoint if sock else endpoint + "/v1"),
-            publish=None if sock else publish_spec(host, port), socket_dir=socket_dir,
-            env_names=(key_var,) if key else ())
+            publish=None if sock or shared else publish_spec(host, port), socket_dir=socket_dir,
+            env_names=(key_var,) if key else (), network="host" if shared else None)
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return None
@@ -5882,16 +5927,18 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, n
     return server
 
 
-def _server_command(ctx, models: list, runtime: str, port: int, gpu: str):
+def _server_command(ctx, models: list, runtime: str, port: int, gpu: str, settings: dict):
     """command_at(root, listen): the server's argv with the models' files below root."""
-    settings = _settings(ctx, runtime)
+    if settings["rpc"] and runtime != "llama.cpp":
+        raise UsageError("--rpc spreads a model over llama.cpp RPC workers; vLLM has its own distributed serving")
     if len(models) == 1:
         return lambda root, listen: runtime_argv(serve_options(models[0], runtime, listen, port, gpu, root, settings))
     if runtime != "llama.cpp":
         raise UsageError("several models are served by llama.cpp's router; vLLM serves one model at a time")
     one = ServeOptions(runtime, None, None, None, None, None, port, settings["ctx_size"] or None,
-                       gpu_layers(settings["ngl"], gpu), settings["threads"], settings["temp"], settings["seed"],
-                       settings["runtime_args"], settings["max_tokens"], getattr(ctx.args, "models_max", None) or 4)
+                       gpu_layers(settings["ngl"], gpu, settings["rpc"]), settings["threads"], settings["temp"],
+                       settings["seed"], settings["runtime_args"], settings["max_tokens"],
+                       getattr(ctx.args, "models_max", None) or 4, settings["rpc"])
     return lambda root, listen: runtime_argv(one._replace(model=root, host=listen))
 
 
@@ -5924,7 +5971,9 @@ def _native_files(ctx, models: list, names: list = None) -> tuple:
 def _settings(ctx, runtime: str) -> dict:
     """What the runtime is told: each flag, else [ramalama.runtimes.<runtime>], else [ramalama]."""
     args = ctx.args
-    chosen = {"seed": getattr(args, "seed", None), "runtime_args": getattr(args, "runtime_args", None)}
+    rpc = getattr(args, "rpc", None) or ctx.env.get("RAMALAMA_LLAMACPP_RPC_NODES")
+    chosen = {"seed": getattr(args, "seed", None), "runtime_args": getattr(args, "runtime_args", None),
+              "rpc": rpc_nodes(rpc) if rpc else None}
     for key in ("ctx_size", "ngl", "threads", "temp", "max_tokens"):
         value = getattr(args, key, None)
         chosen[key] = value if value is not None else ctx.config.runtime_get(runtime, key)
@@ -5942,15 +5991,20 @@ def _labels(models: list, runtime: str, url: str = None) -> dict:
 
 
 def _in_container(ctx, engine: str, gpu: str, command: list, mounts: list, *, name: str, labels: dict,
-                  publish: str = None, socket_dir: str = None, detach: bool = True, env_names: tuple = ()) -> tuple:
-    """(argv, image) of `engine run` for a command on models: the pinned image, the model files
-    mounted read-only, run's device, GPU and engine options."""
-    image = resolve_image(ctx, _image(ctx, _runtime(ctx), gpu), engine, offline=ctx.args.dryrun)
+                  publish: str = None, socket_dir: str = None, detach: bool = True, env_names: tuple = (),
+                  network: str = None, image: str = None) -> tuple:
+    """(argv, image) of `engine run` for a command on models: the pinned image (unless `image`
+    is one already resolved), the model files mounted read-only, run's device, GPU and engine
+    options; `network` unless --network says."""
+    image = image or resolve_image(ctx, _image(ctx, _runtime(ctx), gpu), engine, offline=ctx.args.dryrun)
     kind = engine_kind(engine)
+    extra = engine_flags(ctx.args, ctx.config, kind)
+    if network and not any(a.startswith("--network=") for a in extra):
+        extra.append("--network=" + network)
     argv = container_argv(kind, engine, image, command, mounts, name=name, labels=labels,
                           gpu=gpu, devices=ctx.args.device or [], publish=publish, socket_dir=socket_dir,
                           detach=detach, env_names=env_names, accel=accel_env(ctx.env), host_env=ctx.env,
-                          extra=engine_flags(ctx.args, ctx.config, kind))
+                          extra=extra)
     return argv, image
 
 
@@ -6183,9 +6237,14 @@ def cmd_serve(ctx) -> int:
                  % (what, url, ", API key required" if server.api_key else "",
                     " in container %s, image %s" % (server.name, server.image) if server.name else ""))
         if server.proc is not None:
-            return server.proc.wait()
-        return subprocess.run([find_engine(ctx), "wait", server.name], stdout=subprocess.DEVNULL,
-                              env=ctx.env).returncode
+            status = server.proc.wait()
+        else:                                   # `engine wait` prints the container's exit status
+            waited = subprocess.run([find_engine(ctx), "wait", server.name], capture_output=True, text=True,
+                                    env=ctx.env).stdout.strip()
+            status = int(waited) if waited.lstrip("-").isdigit() else 0
+        if status not in (0, 130, 143, -2, -15):    # stopped from elsewhere (ramalama stop, kill) is no failure
+            raise RamalamaError("the model server stopped with exit status %d: %s" % (status, server.logs()))
+        return 0
     finally:
         if not detached:
             server.stop()
@@ -6218,7 +6277,7 @@ def _generate(ctx, models: list, names: list, host: str, port: int) -> int:
         raise UsageError("--generate needs the model's files; this model is kept as an image by ramalama: "
                          "pull it into our store first")
     root, mounts = _container_files(models, names)
-    argv = _server_command(ctx, models, runtime, port, gpu)(root, "0.0.0.0")
+    argv = _server_command(ctx, models, runtime, port, gpu, _settings(ctx, runtime))(root, "0.0.0.0")
     name = ctx.args.name or "ramalama-" + deployment_name(models[0].ref if len(models) == 1 else "models")
     key_var = api_key_env(runtime) if _api_key(ctx) else None
     files = generate_files(kind, name, image, argv, mounts, port, _labels(models, runtime), host=host,
@@ -6333,6 +6392,77 @@ def _print_models(ctx, models: list, as_json: bool, noheading: bool) -> int:
         print_table(ctx.out, ["MODEL", "OWNED BY"], [[m["id"], str(m.get("owned_by") or "")] for m in models],
                     noheading)
     return 0
+
+
+def _rpc_server_args(p) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this host only; "
+                   "RPC has no authentication: open it only to a network you trust)")
+    p.add_argument("--port", "-p", type=int, default=RPC_PORT, help="port to listen on (default %d)" % RPC_PORT)
+    p.add_argument("--cache", action="store_true", help="keep received tensors in a local cache (faster restarts)")
+    p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
+    _add_launch_flags(p)
+
+
+@command("rpc-server", help="start a llama.cpp RPC worker that holds layers for a model served elsewhere",
+         args=_rpc_server_args,
+         examples=["ramalama rpc-server --host 10.0.0.2 --port 50052",
+                   "ramalama serve --rpc 10.0.0.2:50052,10.0.0.3:50052 llama3.2:1b"])
+def cmd_rpc_server(ctx) -> int:
+    """The worker runs in the pinned image (GPU devices as for run) or natively, in the
+    foreground until stopped, or detached with -d. --debug makes it log what it is given."""
+    import shlex
+    import shutil
+    args = ctx.args
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        ctx.warn("the RPC worker listens on %s without authentication: anyone who reaches it can use it"
+                 % args.host)
+    threads = _settings(ctx, "llama.cpp")["threads"]
+    env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
+    if ctx.debug:
+        env["GGML_RPC_DEBUG"] = "1"
+    engine, gpu = find_engine(ctx), detect_gpu(ctx.env)
+    if engine:
+        name = _container_name(ctx)
+        image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
+        exe = RPC_WORKERS[0] if ctx.args.dryrun else _image_command(ctx, engine, image, RPC_WORKERS)
+        argv, _image_used = _in_container(
+            ctx, engine, gpu, rpc_worker_argv(exe, "0.0.0.0", args.port, threads, args.cache), [], name=name,
+            labels={LABEL: "true", LABEL + ".runtime": "rpc-server", LABEL + ".url": "rpc://%s:%d" % (
+                "127.0.0.1" if args.host == "0.0.0.0" else args.host, args.port)},
+            publish=publish_spec(args.host, args.port), detach=args.detach,
+            env_names=("GGML_RPC_DEBUG",) if ctx.debug else (), image=image)
+        if ctx.args.dryrun:
+            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            return 0
+        if args.detach:
+            start_container(engine, argv, name, "", image, env)
+            ctx.out.write(tty_safe(name) + "\n")
+            return 0
+        ctx.info("RPC worker in container %s listening on %s:%d; Ctrl-C stops it" % (name, args.host, args.port))
+        return run_to_end(argv, env, ctx.out, ctx.err, stop=lambda _proc: remove_container(engine, name, env))
+    if args.detach:
+        raise UsageError("--detach needs a container engine (podman or docker)")
+    exe = next((w for w in RPC_WORKERS if shutil.which(w, path=env.get("PATH"))), None)
+    argv = rpc_worker_argv(exe or RPC_WORKERS[0], args.host, args.port, threads, args.cache)
+    if ctx.args.dryrun:
+        ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+        return 0
+    if exe is None:
+        raise RamalamaError("llama.cpp's RPC worker (%s) is not installed (not on PATH); install llama.cpp built "
+                            "with -DGGML_RPC=ON, or run in a container with podman or docker" % " or ".join(RPC_WORKERS))
+    ctx.info("RPC worker listening on %s:%d; Ctrl-C stops it" % (args.host, args.port))
+    return run_to_end(argv, env, ctx.out, ctx.err)
+
+
+def _image_command(ctx, engine: str, image: str, names: tuple) -> str:
+    """The first of `names` the image can run (llama.cpp renamed some of its programs)."""
+    import subprocess
+    for exe in names:
+        probe = subprocess.run([engine, "run", "--rm", "--network=none", "--entrypoint", exe, image, "--help"],
+                               capture_output=True, env=ctx.env)
+        if probe.returncode in (0, 1):
+            return exe
+    raise EngineError("the image %s has none of %s" % (image, ", ".join(names)))
 
 
 def _our_containers(ctx, every: bool = False) -> list:

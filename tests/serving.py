@@ -22,13 +22,16 @@ def ramalama(store, *argv, env=None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
-def chat_completion(port, model):
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello"}],
-                       "max_tokens": 8}).encode()
-    req = urllib.request.Request("http://127.0.0.1:%d/v1/chat/completions" % port, data=body,
+def post_json(port: int, path: str, body: dict, timeout: float = 120) -> dict:
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def chat_completion(port, model):
+    return post_json(port, "/v1/chat/completions",
+                     {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8})
 
 
 def llama_processes(marker: str) -> list:
