@@ -4650,36 +4650,123 @@ def publish_spec(host: str, port: int) -> str:
     return "%s:%d:%d" % (host, port, port)
 
 
+def to_yaml(obj, indent: int = 0) -> str:
+    """Block-style YAML of dicts, lists and scalars; scalars are written as JSON, which YAML reads."""
+    import json
+    import re
+    pad = "  " * indent
+    if isinstance(obj, dict) and obj:
+        lines = []
+        for key, value in obj.items():
+            key = key if re.fullmatch(r"[A-Za-z0-9_./-]+", key) else json.dumps(key)
+            nested = isinstance(value, (dict, list)) and value
+            lines.append("%s%s:%s" % (pad, key, "\n" + to_yaml(value, indent + 1) if nested else " " + to_yaml(value)))
+        return "\n".join(lines)
+    if isinstance(obj, list) and obj:
+        return "\n".join(pad + "- " + (to_yaml(item, indent + 1).lstrip() if isinstance(item, (dict, list)) and item
+                                       else to_yaml(item)) for item in obj)
+    return json.dumps(obj) if not isinstance(obj, (dict, list)) else ("{}" if isinstance(obj, dict) else "[]")
+
+
+# The init container of the cluster form: fetch each file by digest from the registry (anonymous,
+# or with the anonymous bearer token a registry hands out), check its sha256, rename it in place.
+FETCH_BY_DIGEST = r'''
+import hashlib, json, os, re, sys, urllib.parse, urllib.request, urllib.error
+base, repo, dest, files = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+def get(url, auth=None):
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=auth or {}), timeout=60)
+    except urllib.error.HTTPError as e:
+        challenge = dict(re.findall(r'(\w+)="([^"]*)"', e.headers.get("WWW-Authenticate", "")))
+        if e.code != 401 or auth or "realm" not in challenge:
+            raise
+        query = urllib.parse.urlencode({k: v for k, v in challenge.items() if k in ("service", "scope")})
+        token = json.load(urllib.request.urlopen(challenge["realm"] + "?" + query, timeout=60))
+        return get(url, {"Authorization": "Bearer " + (token.get("token") or token["access_token"])})
+for name, digest in files:
+    path = os.path.join(dest, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    h = hashlib.sha256()
+    with get("%s/v2/%s/blobs/%s" % (base, repo, digest)) as r, open(path + ".part", "wb") as f:
+        for chunk in iter(lambda: r.read(1 << 20), b""):
+            h.update(chunk)
+            f.write(chunk)
+    if "sha256:" + h.hexdigest() != digest:
+        sys.exit("%s: the registry sent bytes that do not hash to %s" % (name, digest))
+    os.rename(path + ".part", path)
+    print("%s %s" % (digest, name))
+'''.strip()
+
+
+class RegistryModel(namedtuple("RegistryModel", "base repo reference files size")):
+    """Where a cluster node gets the model: registry base URL ('https://host'), repository, the
+    manifest by digest ('host/repo@sha256:...'), the files as (name, blob digest), total bytes."""
+    __slots__ = ()
+
+
+def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, host: str = "127.0.0.1",
+                   key_var: str = None, source: RegistryModel = None, volume: str = "host") -> list:
+    """A Deployment and a Service (as dicts) that run the server. volume "host": the model files
+    come from this node's store by hostPath, and the port is also a hostPort on `host` (a
+    one-node deployment, as `podman kube play` runs it); "image": a Kubernetes image volume of
+    `source` by digest (Kubernetes 1.35, or 1.31 with the ImageVolume gate, and a runtime that
+    mounts artifacts); "init": an init container fetches `source`'s files by digest into an
+    emptyDir (any Kubernetes)."""
+    secure = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    container = {"name": "model-server", "image": image, "command": argv}
+    if key_var:
+        container["env"] = [{"name": key_var, "valueFrom": {"secretKeyRef": {"name": name + "-api-key",
+                                                                              "key": "api-key"}}}]
+    container["ports"] = [{"containerPort": port}]
+    pod = {"containers": [container]}
+    if volume == "host":
+        container["ports"][0]["hostPort"] = port
+        if host not in ("0.0.0.0", ""):
+            container["ports"][0]["hostIP"] = host
+        container["volumeMounts"] = [{"name": "model-%d" % i, "mountPath": dst, "readOnly": True}
+                                     for i, (_src, dst) in enumerate(mounts)]
+        pod["volumes"] = [{"name": "model-%d" % i, "hostPath": {"path": src, "type": "File"}}
+                          for i, (src, _dst) in enumerate(mounts)]
+    elif volume == "image":
+        container["volumeMounts"] = [{"name": "model", "mountPath": CONTAINER_MODELS, "readOnly": True}]
+        pod["volumes"] = [{"name": "model", "image": {"reference": source.reference, "pullPolicy": "IfNotPresent"}}]
+    else:
+        import json
+        fetch = {"name": "fetch-model", "image": image,
+                 "command": ["python3", "-c", FETCH_BY_DIGEST, source.base, source.repo, CONTAINER_MODELS,
+                             json.dumps([list(f) for f in source.files])],
+                 "securityContext": dict(secure),
+                 "volumeMounts": [{"name": "model", "mountPath": CONTAINER_MODELS}]}
+        pod["initContainers"] = [fetch]
+        container["volumeMounts"] = [{"name": "model", "mountPath": CONTAINER_MODELS, "readOnly": True}]
+        pod["volumes"] = [{"name": "model", "emptyDir": {"sizeLimit": "%dMi" % (source.size // (1 << 20) + 64)}}]
+    container["securityContext"] = secure
+    meta = {"name": name, "labels": {"app": name}}
+    if source:
+        meta["annotations"] = {"ai.ramalama.model": source.reference}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                           "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"selector": {"app": name}, "ports": [{"port": port, "targetPort": port}]}}
+    return [deployment, service]
+
+
 def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, port: int, labels: dict,
-                   host: str = "127.0.0.1", key_var: str = None) -> dict:
+                   host: str = "127.0.0.1", key_var: str = None, source: "RegistryModel" = None,
+                   volume: str = "host") -> dict:
     """{file name: text} that run the same server on Kubernetes (kube), systemd + podman
     (quadlet) or compose; the image is pinned by digest and the model mounted read-only; the
     port is published on `host` (every address for 0.0.0.0). With key_var the runtime's API key
     comes from a secret named <name>-api-key (kube, quadlet) or from $RAMALAMA_API_KEY (compose),
-    never from the file."""
+    never from the file. Kubernetes files take the model as kube_manifests() says."""
     import json
     q = json.dumps                                  # a JSON string is a valid YAML scalar
     publish = publish_spec(host, port)
     secret = name + "-api-key"
     if kind == "kube":
-        mounts_yaml = "".join("        - name: model-%d\n          mountPath: %s\n          readOnly: true\n"
-                              % (i, q(dst)) for i, (_src, dst) in enumerate(mounts))
-        volumes_yaml = "".join("      - name: model-%d\n        hostPath:\n          path: %s\n          type: File\n"
-                               % (i, q(src)) for i, (src, _dst) in enumerate(mounts))
-        text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %(n)s\n  labels:\n    app: %(n)s\n"
-                "spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: %(n)s\n  template:\n"
-                "    metadata:\n      labels:\n        app: %(n)s\n    spec:\n      containers:\n"
-                "      - name: model-server\n        image: %(image)s\n        command: %(argv)s\n%(env)s"
-                "        ports:\n        - containerPort: %(port)d\n        securityContext:\n"
-                "          allowPrivilegeEscalation: false\n          capabilities:\n            drop: [\"ALL\"]\n"
-                "        volumeMounts:\n%(mounts)s      volumes:\n%(volumes)s"
-                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %(n)s\nspec:\n  selector:\n"
-                "    app: %(n)s\n  ports:\n  - port: %(port)d\n    targetPort: %(port)d\n"
-                % {"n": name, "image": q(image), "argv": q(argv), "port": port, "mounts": mounts_yaml,
-                   "volumes": volumes_yaml,
-                   "env": ("        env:\n        - name: %s\n          valueFrom:\n            secretKeyRef:\n"
-                           "              name: %s\n              key: api-key\n" % (key_var, secret)) if key_var else ""})
-        return {name + ".yaml": text}
+        docs = kube_manifests(name, image, argv, mounts, port, host, key_var, source, volume)
+        return {name + ".yaml": "---\n".join(to_yaml(doc) + "\n" for doc in docs)}
     if kind == "quadlet":
         lines = ["[Unit]", "Description=ramalama model server %s" % name, "", "[Container]",
                  "ContainerName=%s" % name, "Image=%s" % image, "PublishPort=%s" % publish,

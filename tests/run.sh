@@ -21,6 +21,8 @@ command -v g++ >/dev/null || need+=(g++)
 command -v pgrep >/dev/null || need+=(procps)
 [ -x /usr/sbin/squid ] || need+=(squid)
 command -v busybox >/dev/null || need+=(busybox-static)     # a base image for ramalama's push
+command -v podman-compose >/dev/null || need+=(podman-compose)   # runs generated compose files
+command -v ss >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -30,7 +32,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml hypothesis ruff
+"$PY" -m pip install -q pytest "shiv==1.0.8" gguf vermin pyyaml hypothesis ruff kubernetes-validate
 
 # ramalama 0.25 from PyPI in its own venv: the peer the drop-in tests compare with
 "$PY" -c 'import sys; sys.path.insert(0, "bench"); from anchor import anchor_command; print("ramalama 0.25:", anchor_command())'

@@ -67,9 +67,11 @@ def llama_rootfs_tar(llama_server: str, out: Path) -> Path:
 
 
 def build_llama_image(llama_server: str, tmp: Path, env: dict, tag: str) -> None:
-    """`podman import` the rootfs as `tag`."""
+    """`podman import` the rootfs as `tag`, with the PATH an image's config carries (kube play
+    and compose take it from there)."""
     tar = llama_rootfs_tar(llama_server, tmp / "rootfs.tar")
-    subprocess.run(["podman", "import", "--quiet", str(tar), tag], check=True, capture_output=True,
+    subprocess.run(["podman", "import", "--quiet", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", str(tar), tag],
+                   check=True, capture_output=True,
                    env=dict(os.environ, **env), timeout=300)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, write_tiny_llama
-from serving import free_port, leftovers, llama_processes, podman, ramalama, start_serving
+from serving import free_port, leftovers, llama_processes, podman, post_json, ramalama, start_serving
 
 
 def cli_run(store, *argv, env, stdin=None, timeout=300):
@@ -201,3 +201,105 @@ def test_bench_needs_the_tool_natively(store, model, env, tmp_path):
     r = cli_run(store, "--nocontainer", "bench", model, env=dict(env, PATH=str(bindir)))
     assert r.returncode == 1 and "llama-bench is not installed" in one_error_line(r)
     assert shutil.which("llama-bench", path=str(bindir)) is None
+
+
+# -- generated deployment files, run unedited
+
+def test_generated_kube_runs_under_podman_kube_play(store, model, env, podman_image, tmp_path):
+    tag, penv = podman_image
+    run_env = dict(env, **penv)
+    port = free_port()
+    out = tmp_path / "deploy"
+    r = cli_run(store, "--engine", "podman", "--image", tag, "serve", "--generate", "kube:%s" % out,
+                "--name", "tiny-kube", "--port", str(port), model, env=run_env)
+    assert r.returncode == 0, r.stderr
+    kube = out / "tiny-kube.yaml"
+    try:
+        r = subprocess.run(["podman", "kube", "play", str(kube)], capture_output=True, text=True, env=run_env,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        wait_healthy(port)
+        answer = post_json(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                          "max_tokens": 8})
+        assert answer["choices"][0]["message"]["role"] == "assistant"
+        names = podman(run_env, "ps", "--format", "{{.Names}}").stdout.split()
+        server = json.loads(podman(run_env, "inspect", [n for n in names if "model-server" in n][0]).stdout)[0]
+        infra = json.loads(podman(run_env, "inspect", [n for n in names if n.endswith("-infra")][0]).stdout)[0]
+        assert infra["HostConfig"]["PortBindings"] == {"%d/tcp" % port: [{"HostIp": "127.0.0.1",
+                                                                          "HostPort": str(port)}]}
+        assert server["ImageName"].split("@")[1] == pinned(store, tag)             # by digest
+        assert "no-new-privileges" in server["HostConfig"]["SecurityOpt"]
+        assert [(m["Destination"], m["RW"]) for m in server["Mounts"]] == [("/mnt/models/tiny.gguf", False)]
+    finally:
+        subprocess.run(["podman", "kube", "down", str(kube)], capture_output=True, env=run_env, timeout=120)
+    assert leftovers(store, run_env) == []
+
+
+def pinned(store, tag: str) -> str:
+    return json.loads((store / "images.json").read_text())[tag]["digest"]
+
+
+def wait_healthy(port: int, timeout: float = 120) -> None:
+    import urllib.error
+    import urllib.request
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        assert time.time() < deadline, "nothing healthy on port %d" % port
+        time.sleep(0.5)
+
+
+def test_generated_compose_runs_under_podman_compose(store, model, env, podman_image, tmp_path):
+    import shutil
+    from conftest import require
+    require("podman-compose (apt-get install podman-compose)", shutil.which("podman-compose"))
+    tag, penv = podman_image
+    run_env = dict(env, **penv)
+    port = free_port()
+    out = tmp_path / "deploy"
+    r = cli_run(store, "--engine", "podman", "--image", tag, "serve", "--generate", "compose:%s" % out,
+                "--name", "tiny-compose", "--port", str(port), model, env=run_env)
+    assert r.returncode == 0, r.stderr
+    compose = ["podman-compose", "-p", "tiny", "-f", str(out / "compose.yaml")]
+    try:
+        r = subprocess.run(compose + ["up", "-d"], capture_output=True, text=True, env=run_env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_healthy(port)
+        answer = post_json(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                          "max_tokens": 8})
+        assert answer["choices"][0]["message"]["role"] == "assistant"
+        names = podman(run_env, "ps", "--filter", "label=ai.ramalama", "--format", "{{.Names}}").stdout.split()
+        server = json.loads(podman(run_env, "inspect", names[0]).stdout)[0]
+        assert server["HostConfig"]["PortBindings"] == {"%d/tcp" % port: [{"HostIp": "127.0.0.1",
+                                                                           "HostPort": str(port)}]}
+        assert server["ImageName"].split("@")[1] == pinned(store, tag)
+        assert server["HostConfig"]["CapDrop"] and "no-new-privileges" in server["HostConfig"]["SecurityOpt"]
+        assert [(m["Destination"], m["RW"]) for m in server["Mounts"]] == [("/mnt/models/tiny.gguf", False)]
+    finally:
+        subprocess.run(compose + ["down"], capture_output=True, env=run_env, timeout=120)
+    assert leftovers(store, run_env) == []
+
+
+def test_generated_quadlet_is_accepted_by_podmans_generator(cli, store, model, tmp_path):
+    import glob
+    from test_launch import pin
+    generator = next(iter(glob.glob("/usr/libexec/podman/quadlet") + glob.glob("/usr/lib/podman/quadlet")), None)
+    if generator is None:
+        pytest.skip("this podman has no quadlet generator (podman 4.4 and later have one)")
+    pin(store, "quay.io/ramalama/ramalama:latest")
+    units = tmp_path / "containers" / "systemd"
+    r = cli("--engine", "podman", "serve", "--generate", "quadlet:%s" % units, "--name", "tiny", model,
+            env_extra={"RAMALAMA_GPU": "none"})
+    assert r.code == 0, r
+    out = tmp_path / "generated"
+    out.mkdir()
+    r = subprocess.run([generator, "-v", str(out)], capture_output=True, text=True,
+                       env={"QUADLET_UNIT_DIRS": str(units), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    service = (out / "tiny.service").read_text()
+    assert "quay.io/ramalama/ramalama@sha256:" in service and "--cap-drop=all" in service
