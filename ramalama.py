@@ -607,7 +607,7 @@ CONFIG_TYPES = {
     "store": str, "engine": str, "container": bool, "runtime": str, "image": str,
     "transport": str, "ngl": "layers", "ctx_size": int, "temp": float, "threads": int,
     "port": int, "host": str, "pull": str, "ollama_registry": str, "api_key": str, "max_tokens": int,
-    "selinux": bool, "keep_groups": bool, "carimage": str, "convert_type": str,
+    "selinux": bool, "keep_groups": bool, "carimage": str, "convert_type": str, "kube_volume": str,
 }
 SECRET_KEYS = ("api_key",)       # config values shown masked
 TABLE_TYPES = {"download": {"connections": int, "timeout": float}}
@@ -6288,6 +6288,11 @@ def _serve_args(p) -> None:
     p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
     p.add_argument("--generate", metavar="KIND[:DIR]",
                    help="write kube, quadlet or compose files instead of running")
+    p.add_argument("--kube-volume", choices=KUBE_VOLUMES, default=None,
+                   help="--generate kube: where pods get the model (config kube_volume). host: this node's store "
+                   "(hostPath; the default for local models); init: an init container fetches it from its registry "
+                   "by digest (the default for models pulled from one; any Kubernetes); image: an image volume of "
+                   "the artifact by digest (Kubernetes 1.35, or 1.31 with the ImageVolume gate)")
     _add_runtime_flags(p)
 
 
@@ -6359,16 +6364,17 @@ def _generate(ctx, models: list, names: list, host: str, port: int) -> int:
     kind, _, outdir = ctx.args.generate.partition(":")
     runtime, gpu = _runtime(ctx), detect_gpu(ctx.env)
     engine = find_engine(ctx) or "podman"
-    image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
     if any(m.meta.get("store") == "ramalama-image" for m in models):
         raise UsageError("--generate needs the model's files; this model is kept as an image by ramalama: "
                          "pull it into our store first")
+    volume, source = _kube_volume(ctx, models) if kind == "kube" else ("host", None)
+    image = resolve_image(ctx, _image(ctx, runtime, gpu), engine, offline=ctx.args.dryrun)
     root, mounts = _container_files(models, names)
     argv = _server_command(ctx, models, runtime, port, gpu, _settings(ctx, runtime))(root, "0.0.0.0")
     name = ctx.args.name or "ramalama-" + deployment_name(models[0].ref if len(models) == 1 else "models")
     key_var = api_key_env(runtime) if _api_key(ctx) else None
     files = generate_files(kind, name, image, argv, mounts, port, _labels(models, runtime), host=host,
-                           key_var=key_var)
+                           key_var=key_var, source=source, volume=volume)
     if key_var:
         ctx.info({"kube": "the API key is read from the secret %s-api-key (key api-key): kubectl create secret "
                           "generic %s-api-key --from-literal=api-key=..." % (name, name),
@@ -6386,6 +6392,35 @@ def _generate(ctx, models: list, names: list, host: str, port: int) -> int:
             f.write(text)
         ctx.out.write(tty_safe(path) + "\n")
     return 0
+
+
+KUBE_VOLUMES = ("host", "init", "image")
+
+
+def _kube_volume(ctx, models: list) -> tuple:
+    """(volume, RegistryModel or None) for --generate kube: a model pulled from a registry (or
+    pushed and pulled back) as raw layers comes from there by digest on any node (--kube-volume,
+    config kube_volume: init by default, or image); any other model from this node (host)."""
+    chosen = ctx.args.kube_volume or ctx.config.get("kube_volume")
+    if chosen not in (None,) + KUBE_VOLUMES:
+        raise ConfigError("kube_volume must be host, init or image, not %r" % chosen)
+    model = models[0]
+    ref = parse_ref(model.ref) if len(models) == 1 and "://" in model.ref else None
+    digest, fmt = model.meta.get("manifest_digest"), model.meta.get("format")
+    from_registry = ref is not None and ref.transport == "oci" and digest and fmt in ("modelpack", "dmr", "omlmd")
+    volume = chosen or ("init" if from_registry else "host")
+    if volume == "host":
+        return "host", None
+    if not from_registry:
+        raise UsageError("--kube-volume %s takes the model from a registry by digest: push it (ramalama push MODEL "
+                         "oci://REGISTRY/NAME:TAG), then generate for oci://REGISTRY/NAME:TAG" % volume)
+    if volume == "image" and fmt != "modelpack":
+        raise UsageError("an image volume mounts a ModelPack artifact by its file names; this model is %s: use "
+                         "--kube-volume init" % fmt)
+    scheme = "http" if getattr(ctx.args, "tls_verify", None) is False else "https"
+    source = RegistryModel("%s://%s" % (scheme, ref.host), ref.name, "%s/%s@%s" % (ref.host, ref.name, digest),
+                           [(f.name, f.digest) for f in model.files], model.size)
+    return volume, source
 
 
 def _api_flags(p) -> None:
