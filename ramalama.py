@@ -4705,21 +4705,25 @@ class RegistryModel(namedtuple("RegistryModel", "base repo reference files size"
 
 
 def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, host: str = "127.0.0.1",
-                   key_var: str = None, source: RegistryModel = None, volume: str = "host") -> list:
+                   key_var: str = None, source: RegistryModel = None, volume: str = "host",
+                   replicas: int = None) -> list:
     """A Deployment and a Service (as dicts) that run the server. volume "host": the model files
     come from this node's store by hostPath, and the port is also a hostPort on `host` (a
     one-node deployment, as `podman kube play` runs it); "image": a Kubernetes image volume of
     `source` by digest (Kubernetes 1.35, or 1.31 with the ImageVolume gate, and a runtime that
     mounts artifacts); "init": an init container fetches `source`'s files by digest into an
-    emptyDir (any Kubernetes)."""
+    emptyDir (any Kubernetes). With replicas (RPC workers, no model): a StatefulSet and a
+    headless Service, so that each worker is NAME-<i>.NAME:PORT to the model server."""
     secure = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    container = {"name": "model-server", "image": image, "command": argv}
+    container = {"name": "rpc-worker" if replicas else "model-server", "image": image, "command": argv}
     if key_var:
         container["env"] = [{"name": key_var, "valueFrom": {"secretKeyRef": {"name": name + "-api-key",
                                                                               "key": "api-key"}}}]
     container["ports"] = [{"containerPort": port}]
     pod = {"containers": [container]}
-    if volume == "host":
+    if replicas:
+        pass                                     # a worker is given its layers over the network
+    elif volume == "host":
         container["ports"][0]["hostPort"] = port
         if host not in ("0.0.0.0", ""):
             container["ports"][0]["hostIP"] = host
@@ -4744,31 +4748,32 @@ def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, h
     meta = {"name": name, "labels": {"app": name}}
     if source:
         meta["annotations"] = {"ai.ramalama.model": source.reference}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                           "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}}
+    spec = {"replicas": replicas or 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
                "spec": {"selector": {"app": name}, "ports": [{"port": port, "targetPort": port}]}}
-    return [deployment, service]
+    if replicas:
+        spec["serviceName"] = name
+        service["spec"]["clusterIP"] = "None"
+    return [{"apiVersion": "apps/v1", "kind": "StatefulSet" if replicas else "Deployment", "metadata": meta,
+             "spec": spec}, service]
 
 
 def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, port: int, labels: dict,
                    host: str = "127.0.0.1", key_var: str = None, source: "RegistryModel" = None,
-                   volume: str = "host") -> dict:
+                   volume: str = "host", replicas: int = None) -> dict:
     """{file name: text} that run the same server on Kubernetes (kube), systemd + podman
     (quadlet) or compose; the image is pinned by digest and the model mounted read-only; the
     port is published on `host` (every address for 0.0.0.0). With key_var the runtime's API key
     comes from a secret named <name>-api-key (kube, quadlet) or from $RAMALAMA_API_KEY (compose),
     never from the file. Kubernetes files take the model as kube_manifests() says."""
-    import json
-    q = json.dumps                                  # a JSON string is a valid YAML scalar
     publish = publish_spec(host, port)
     secret = name + "-api-key"
     if kind == "kube":
-        docs = kube_manifests(name, image, argv, mounts, port, host, key_var, source, volume)
+        docs = kube_manifests(name, image, argv, mounts, port, host, key_var, source, volume, replicas)
         return {name + ".yaml": "---\n".join(to_yaml(doc) + "\n" for doc in docs)}
     if kind == "quadlet":
-        lines = ["[Unit]", "Description=ramalama model server %s" % name, "", "[Container]",
+        lines = ["[Unit]", "Description=ramalama %s" % name, "", "[Container]",
                  "ContainerName=%s" % name, "Image=%s" % image, "PublishPort=%s" % publish,
                  "DropCapability=all", "NoNewPrivileges=true", "RunInit=true"]
         lines += ["Label=%s=%s" % kv for kv in sorted(labels.items())]
@@ -4778,15 +4783,15 @@ def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, p
                   "", "[Install]", "WantedBy=default.target", ""]
         return {name + ".container": "\n".join(lines)}
     if kind == "compose":
-        text = ("services:\n  %s:\n    image: %s\n    command: %s\n    ports:\n      - %s\n"
-                "    cap_drop: [\"ALL\"]\n    security_opt: [\"no-new-privileges\"]\n    init: true\n%s"
-                "    labels:\n%s    volumes:\n%s"
-                % (name, q(image), q(argv), q(publish),
-                   "    environment:\n      %s: ${RAMALAMA_API_KEY}\n" % key_var if key_var else "",
-                   "".join("      %s: %s\n" % (q(k), q(v)) for k, v in sorted(labels.items())),
-                   "".join("      - type: bind\n        source: %s\n        target: %s\n        read_only: true\n"
-                           % (q(src), q(dst)) for src, dst in mounts)))
-        return {"compose.yaml": text}
+        service = {"image": image, "command": argv, "ports": [publish], "cap_drop": ["ALL"],
+                   "security_opt": ["no-new-privileges"], "init": True}
+        if key_var:
+            service["environment"] = {key_var: "${RAMALAMA_API_KEY}"}
+        service["labels"] = dict(sorted(labels.items()))
+        if mounts:
+            service["volumes"] = [{"type": "bind", "source": src, "target": dst, "read_only": True}
+                                  for src, dst in mounts]
+        return {"compose.yaml": to_yaml({"services": {name: service}}) + "\n"}
     raise UsageError("--generate takes kube, quadlet or compose, not %r" % kind)
 
 
@@ -6381,6 +6386,11 @@ def _generate(ctx, models: list, names: list, host: str, port: int) -> int:
                   "quadlet": "the API key is read from the podman secret %s-api-key: printf %%s \"$RAMALAMA_API_KEY\" "
                              "| podman secret create %s-api-key -" % (name, name),
                   "compose": "the API key is read from $RAMALAMA_API_KEY when compose starts the service"}.get(kind, ""))
+    return _write_generated(ctx, files, outdir)
+
+
+def _write_generated(ctx, files: dict, outdir: str) -> int:
+    """Write generated files into outdir (default: here), or show them with --dryrun."""
     outdir = outdir or "."
     for fname, text in files.items():
         path = os.path.join(outdir, fname)
@@ -6522,6 +6532,9 @@ def _rpc_server_args(p) -> None:
     p.add_argument("--port", "-p", type=int, default=RPC_PORT, help="port to listen on (default %d)" % RPC_PORT)
     p.add_argument("--cache", action="store_true", help="keep received tensors in a local cache (faster restarts)")
     p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
+    p.add_argument("--generate", metavar="KIND[:DIR]", help="write kube (a StatefulSet of --replicas workers, "
+                   "NAME-0.NAME:PORT, ...), quadlet or compose files instead of running")
+    p.add_argument("--replicas", type=int, default=2, metavar="N", help="--generate kube: how many workers (2)")
     _add_launch_flags(p)
 
 
@@ -6543,6 +6556,8 @@ def cmd_rpc_server(ctx) -> int:
     if ctx.debug:
         env["GGML_RPC_DEBUG"] = "1"
     engine, gpu = find_engine(ctx), detect_gpu(ctx.env)
+    if args.generate:
+        return _generate_workers(ctx, engine or "podman", gpu, threads)
     if engine:
         name = _container_name(ctx)
         image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
@@ -6574,6 +6589,24 @@ def cmd_rpc_server(ctx) -> int:
                             "with -DGGML_RPC=ON, or run in a container with podman or docker" % " or ".join(RPC_WORKERS))
     ctx.info("RPC worker listening on %s:%d; Ctrl-C stops it" % (args.host, args.port))
     return run_to_end(argv, env, ctx.out, ctx.err)
+
+
+def _generate_workers(ctx, engine: str, gpu: str, threads: int) -> int:
+    """Deployment files for RPC workers: the pinned image, the worker listening on every address
+    of its pod or host (published on --host for quadlet and compose)."""
+    args = ctx.args
+    kind, _, outdir = args.generate.partition(":")
+    image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
+    exe = RPC_WORKERS[0] if ctx.args.dryrun or not find_engine(ctx) else _image_command(ctx, engine, image,
+                                                                                         RPC_WORKERS)
+    name = args.name or "ramalama-rpc"
+    argv = rpc_worker_argv(exe, "0.0.0.0", args.port, threads, args.cache)
+    files = generate_files(kind, name, image, argv, [], args.port, {LABEL: "true", LABEL + ".runtime": "rpc-server"},
+                           host=args.host, replicas=max(1, args.replicas))
+    if kind == "kube":
+        ctx.info("the workers are %s: give them to serve --rpc" % ",".join(
+            "%s-%d.%s:%d" % (name, i, name, args.port) for i in range(max(1, args.replicas))))
+    return _write_generated(ctx, files, outdir)
 
 
 def _image_command(ctx, engine: str, image: str, names: tuple) -> str:

@@ -141,6 +141,18 @@ def test_rpc_workers_by_flag_environment_and_in_a_container(cli, store, model, e
     assert "without authentication" in r.err
 
 
+def serve_over(store, model, path_env, worker_port: int) -> None:
+    """A native serve over the one worker at worker_port (once it listens) answers 32 tokens."""
+    deadline = time.time() + 60
+    while not listening(worker_port) and time.time() < deadline:
+        time.sleep(0.2)
+    spread, port = start_serving(store, model, ["--nocontainer"], path_env, "--rpc", "127.0.0.1:%d" % worker_port)
+    try:
+        assert completion(port)["tokens_predicted"] == 32
+    finally:
+        stop(spread)
+
+
 def test_a_worker_in_the_pinned_image_holds_the_layers(store, model, env, path_env, podman_image):
     tag, penv = podman_image
     run_env = dict(env, **penv)
@@ -151,16 +163,42 @@ def test_a_worker_in_the_pinned_image_holds_the_layers(store, model, env, path_e
                        capture_output=True, text=True, env=run_env, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "rpc-worker", r.stderr
     try:
-        deadline = time.time() + 60
-        while not listening(port) and time.time() < deadline:
-            time.sleep(0.2)
-        spread, serve_port = start_serving(store, model, ["--nocontainer"], path_env, "--rpc", "127.0.0.1:%d" % port)
-        try:
-            assert completion(serve_port)["tokens_predicted"] == 32
-        finally:
-            stop(spread)
+        serve_over(store, model, path_env, port)
         ps = json.loads(subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + flags
                                        + ["ps", "--json"], capture_output=True, text=True, env=run_env).stdout)
         assert [(c["name"], c["url"]) for c in ps] == [("rpc-worker", "rpc://127.0.0.1:%d" % port)]
     finally:
         podman(run_env, "rm", "-f", "rpc-worker")
+
+
+def test_generated_workers_run_and_hold_a_served_model(cli, store, model, env, path_env, podman_image, tmp_path):
+    """rpc-server --generate: a StatefulSet of workers that validates against the Kubernetes API
+    schemas, and a compose file that podman-compose runs; a native serve spreads over it."""
+    import shutil
+    import yaml
+    from conftest import require
+    from test_cluster import INIT_VERSIONS, validate
+    tag, penv = podman_image
+    run_env = dict(env, **penv)
+    image = ["--engine", "podman", "--image", tag]
+    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + image
+                       + ["rpc-server", "--generate", "kube:%s" % tmp_path, "--replicas", "3"],
+                       capture_output=True, text=True, env=run_env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ramalama-rpc-0.ramalama-rpc:50052,ramalama-rpc-1.ramalama-rpc:50052,ramalama-rpc-2" in r.stderr
+    docs = list(yaml.safe_load_all((tmp_path / "ramalama-rpc.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["StatefulSet", "Service"] and docs[1]["spec"]["clusterIP"] == "None"
+    validate(docs, INIT_VERSIONS)
+    require("podman-compose (apt-get install podman-compose)", shutil.which("podman-compose"))
+    port = free_port()
+    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + image
+                       + ["rpc-server", "--generate", "compose:%s" % tmp_path, "--port", str(port)],
+                       capture_output=True, text=True, env=run_env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    compose = ["podman-compose", "-p", "workers", "-f", str(tmp_path / "compose.yaml")]
+    try:
+        r = subprocess.run(compose + ["up", "-d"], capture_output=True, text=True, env=run_env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        serve_over(store, model, path_env, port)
+    finally:
+        subprocess.run(compose + ["down"], capture_output=True, env=run_env, timeout=120)
