@@ -15,7 +15,8 @@ The module reads top to bottom in data-flow order:
  10. registries    credentials, auth challenges, the OCI client, model formats in OCI
  11. transports    file://, http(s)://, oci:// pulls and pushes; a scheme -> function table
  12. gguf          header reader for `inspect`
- 13. launchers     engines, image digests, GPUs, argv builders, servers, the chat client
+ 13. launchers     engines, image digests, GPUs, argv builders, the OpenAI API client,
+                   deployment files, servers and tools (llama-bench, RPC workers) run to their end
  14. output        progress bars and lines, tables
  15. cli           @command: each command's flags, examples and handler together; main()
 
@@ -4090,7 +4091,8 @@ def describe_gguf(info: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# 13. launchers: engines, images pinned by digest, GPUs, argv builders, the chat client
+# 13. launchers: engines, images pinned by digest, GPUs, argv builders, the API client,
+#     deployment files, servers and tools
 # ---------------------------------------------------------------------------
 
 GPU_IMAGES = {"none": "quay.io/ramalama/ramalama", "nvidia": "quay.io/ramalama/cuda",
