@@ -13,7 +13,8 @@ The module reads top to bottom in data-flow order:
   8. download      Downloader: resumable, hashing, verified stream into the store's tmp/
   9. store         Store: blobs/sha256/<hex> once each, repos/... folders of hardlinks
  10. registries    credentials, auth challenges, the OCI client, model formats in OCI
- 11. transports    file://, http(s)://, oci:// pulls and pushes; a scheme -> function table
+ 11. transports    Services; file://, http(s)://, oci:// pulls and pushes, ramalama's raw and
+                   car images, OCI layouts; a scheme -> function table
  12. gguf          header reader for `inspect`
  13. launchers     engines, image digests, GPUs, argv builders, the OpenAI API client,
                    deployment files, servers and tools (llama-bench, RPC workers) run to their end
@@ -34,6 +35,10 @@ ALL_PROXY, NO_PROXY; CUDA_VISIBLE_DEVICES and the other GPU selection variables;
 XDG_DATA_HOME.
 
 Modules are imported where they are used, not at the top: `--help` loads only what argparse needs.
+
+Sections 11 to 13 are given a Services object (the CLI's Context is one): the store, HTTP sessions,
+registry clients, downloads and messages, and the CLI's decisions as typed Choices. They never
+read flags or config themselves.
 
 Exit codes: 0 success, 1 failure (network, registry, store, digest), 2 usage
 (bad arguments, bad model name, bad config), 128 + the signal when stopped (130 Ctrl-C,
@@ -3077,7 +3082,87 @@ def unpack_layer(store: Store, path: str, gzip: bool, models_only: bool) -> list
 # 11. transports
 # ---------------------------------------------------------------------------
 
-def stored_unchanged(ctx, ref: Ref, key: str, value, keep: tuple):
+# -- what the sections below the CLI are given
+
+class Choices(namedtuple("Choices", "engine container pull ollama_registry mirrors all_files")):
+    """What the CLI decided from flags, then config, then defaults, for the sections below it:
+    the engine asked for (or ""), whether containers are allowed, the image pull policy, the
+    Ollama registry to use, registry mirrors ({host: [mirror, ...]}), whole Hub snapshots."""
+    __slots__ = ()
+
+
+class Services:
+    """What pulls, pushes and launches work with: the environment, the CLI's choices, the
+    store, HTTP sessions and registry clients, downloads with their progress, and messages.
+    Everything is made on first use, so a command that needs no network never checks the
+    download settings. The CLI's Context is one."""
+
+    def __init__(self, env: dict, choices: Choices, *, store_root: str, err, quiet: bool = False,
+                 debug: bool = False, tls_verify: bool = None, cert_dir: str = None, authfile: str = None,
+                 download: dict = None, parallel: int = None):
+        self.env, self.choices, self.store_root = env, choices, store_root
+        self.err, self.raw_err, self.quiet, self.debug = SafeStream(err), err, quiet, debug
+        self.tls_verify, self.cert_dir, self.authfile = tls_verify, cert_dir, authfile
+        self.download, self.parallel = download or {}, parallel
+        self._store = self._session = self._board = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(os.path.expanduser(self.store_root), log=self.log)
+        return self._store
+
+    def session(self) -> HTTPSession:
+        if self._session is None:
+            timeout = self.download.get("timeout", 30)
+            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+                raise ConfigError("[ramalama.download] timeout must be a positive number of seconds, not %r"
+                                  % (timeout,))
+            self._session = HTTPSession(tls_verify=self.tls_verify is not False, timeout=float(timeout),
+                                        cert_dir=self.cert_dir, log=self.log, env=self.env)
+        return self._session
+
+    def connections(self) -> int:
+        """--parallel, else [ramalama.download] connections, else 8: the budget of one pull."""
+        n = self.parallel or self.download.get("connections") or CONNECTIONS
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError("[ramalama.download] connections must be a positive integer, not %r" % (n,))
+        return n
+
+    def registry(self, host: str) -> "Registry":
+        """An OCI client for `host` with this command's session, credentials file and TLS choice."""
+        return Registry(self.session(), host, env=self.env, tls_verify=self.tls_verify, authfile=self.authfile,
+                        log=self.log, warn=self.warn)
+
+    def api(self, url: str, api_key: str = None) -> "APIClient":
+        """A client for an OpenAI-compatible API, with a session that waits as long as a model thinks."""
+        session = HTTPSession(tls_verify=self.tls_verify is not False, timeout=API_TIMEOUT, cert_dir=self.cert_dir,
+                              log=self.log, env=self.env)
+        return APIClient(url, api_key, session)
+
+    def downloader(self, connections: int = None) -> "Downloader":
+        return Downloader(self.session(), self.store, self.progress(), connections=connections or self.connections())
+
+    def progress(self) -> "Progress":
+        """A progress handle for one file; every file of this command shares one board."""
+        if self._board is None:
+            mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
+            self._board = ProgressBoard(self.raw_err, mode)      # labels are tty_safe; the bars move the cursor
+        return self._board.progress()
+
+    def log(self, msg: str) -> None:
+        if self.debug:
+            self.err.write("debug: %s\n" % tty_safe(msg))
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.err.write(tty_safe(msg) + "\n")
+
+    def warn(self, msg: str) -> None:
+        self.err.write("Warning: %s\n" % tty_safe(msg))
+
+
+def stored_unchanged(ctx: Services, ref: Ref, key: str, value, keep: tuple):
     """(files, meta) of the stored model when its meta[key] (a manifest digest, a commit, an
     ETag) is still `value` and all its blobs are there: a re-pull then moves nothing. None
     otherwise. `keep` names the meta fields the refreshed folder carries on."""
@@ -3093,7 +3178,7 @@ def file_role(name: str) -> str:
     return "mmproj" if "mmproj" in low else "model"
 
 
-def pull_file(ctx, ref: Ref) -> tuple:
+def pull_file(ctx: Services, ref: Ref) -> tuple:
     """file://: hardlink (or copy) the user's file into blobs/; the file itself is the model."""
     if not os.path.isfile(ref.name):
         raise NotFound("%s: no such file" % ref.name)
@@ -3105,7 +3190,7 @@ def pull_file(ctx, ref: Ref) -> tuple:
     return [FileSpec(name, "sha256:" + hexdigest, size, file_role(name), "")], {"source": ref.name}
 
 
-def pull_url(ctx, ref: Ref) -> tuple:
+def pull_url(ctx: Services, ref: Ref) -> tuple:
     """http(s)://: one file at a URL. A model pulled before is kept when the server's ETag or
     Last-Modified is unchanged (one HEAD, no body)."""
     import hashlib
@@ -3165,7 +3250,7 @@ def cached_blob_paths(env: dict, digest: str, root: str = None):
         yield os.path.join(repo, "blobs", hexdigest)
 
 
-def adopt_cached(ctx, digest: str, size: int = None) -> bool:
+def adopt_cached(ctx: Services, digest: str, size: int = None) -> bool:
     """True when the store has the blob, or now has it from a local ollama store or Hugging
     Face cache: hardlinked (copied across filesystems) after its bytes hash to `digest`."""
     store = ctx.store
@@ -3189,7 +3274,7 @@ def adopt_cached(ctx, digest: str, size: int = None) -> bool:
     return False
 
 
-def run_downloads(ctx, jobs: list) -> None:
+def run_downloads(ctx: Services, jobs: list) -> None:
     """Run download jobs (each takes a Downloader) side by side, up to 4 at once, splitting
     the pull's connection budget among them. The first failure is raised once all have
     stopped; Ctrl-C does not wait for them."""
@@ -3224,11 +3309,11 @@ def run_downloads(ctx, jobs: list) -> None:
 
 # -- Ollama
 
-def pull_ollama(ctx, ref: Ref) -> tuple:
+def pull_ollama(ctx: Services, ref: Ref) -> tuple:
     """ollama://: the Ollama registry speaks the distribution API with Ollama layer types. The
     default host maps to `ollama_registry` (config, RAMALAMA_OLLAMA_REGISTRY) for mirrors. When
     the registry cannot be reached, a manifest in a local ollama store is used instead."""
-    host = (ctx.config.get("ollama_registry") if ref.host == OLLAMA_HOST else None) or ref.host
+    host = (ctx.choices.ollama_registry if ref.host == OLLAMA_HOST else None) or ref.host
     reg = None
     try:
         reg, found = registry_for(ctx, host, ref.name, ref.tag, mirror_of=ref.host)
@@ -3243,7 +3328,7 @@ def pull_ollama(ctx, ref: Ref) -> tuple:
     return pull_from_registry(ctx, ref, reg, found)
 
 
-def _ollama_cached_manifest(ctx, ref: Ref):
+def _ollama_cached_manifest(ctx: Services, ref: Ref):
     for d in ollama_dirs(ctx.env):
         path = os.path.join(d, "manifests", ref.host, *ref.name.split("/"), ref.tag)
         try:
@@ -3345,7 +3430,7 @@ def _hf_error(e: HTTPStatusError, ref: Ref, what: str) -> RamalamaError:
     return e
 
 
-def pull_hf(ctx, ref: Ref) -> tuple:
+def pull_hf(ctx: Services, ref: Ref) -> tuple:
     """hf:// and huggingface://: resolve the revision to a commit (pinned in .ref.json), list
     the files with their LFS sha256, choose what to fetch, then download from /resolve/<commit>/
     (the Hub redirects to a CDN, which never sees the token). LFS files already stored, or in a
@@ -3373,7 +3458,7 @@ def pull_hf(ctx, ref: Ref) -> tuple:
     for entry in entries:
         if isinstance(entry, dict) and entry.get("type") == "file" and isinstance(entry.get("path"), str):
             paths[safe_relpath(entry["path"])] = entry
-    if getattr(ctx.args, "all_files", False):
+    if ctx.choices.all_files:
         wanted = [(p, "model" if p.endswith((".gguf", ".safetensors")) else "other") for p in sorted(paths)]
     else:
         wanted = choose_gguf(list(paths), ref.tag, ref.file)
@@ -3427,10 +3512,10 @@ def _hf_tree(session, url: str, auth: str) -> list:
     raise FormatError("the Hub's file listing does not end")
 
 
-def registry_for(ctx, host: str, name: str, reference: str, mirror_of: str = None) -> tuple:
+def registry_for(ctx: Services, host: str, name: str, reference: str, mirror_of: str = None) -> tuple:
     """(Registry, manifest) from the first of [ramalama.mirrors] for the host (a string or a
     list) that answers, then the host itself."""
-    mirrors = (ctx.config.get("mirrors") or {}).get(mirror_of or host) or []
+    mirrors = ctx.choices.mirrors.get(mirror_of or host) or []
     candidates = ([mirrors] if isinstance(mirrors, str) else list(mirrors)) + [host]
     for i, candidate in enumerate(candidates):
         reg = ctx.registry(candidate)
@@ -3442,13 +3527,13 @@ def registry_for(ctx, host: str, name: str, reference: str, mirror_of: str = Non
             ctx.info("mirror %s: %s; trying %s" % (candidate, e, candidates[i + 1]))
 
 
-def pull_oci(ctx, ref: Ref) -> tuple:
+def pull_oci(ctx: Services, ref: Ref) -> tuple:
     """oci:// and docker://: see pull_from_registry."""
     reg, found = registry_for(ctx, ref.host, ref.name, ref.digest or ref.tag)
     return pull_from_registry(ctx, ref, reg, found)
 
 
-def _from_engine_image(ctx, ref: Ref, digest: str):
+def _from_engine_image(ctx: Services, ref: Ref, digest: str):
     """(files, meta) copied out of the image ramalama pulled into podman with the manifest
     `digest` (podman verified that manifest and its layers), or None when there is none."""
     wanted = "%s/%s@%s" % (ref.host, ref.name, digest)
@@ -3469,7 +3554,7 @@ def _from_engine_image(ctx, ref: Ref, digest: str):
     return [FileSpec(name, "sha256:" + hexdigest, size, file_role(name), "")], {"manifest_digest": digest}
 
 
-def pull_from_registry(ctx, ref: Ref, reg: Registry, found: tuple) -> tuple:
+def pull_from_registry(ctx: Services, ref: Ref, reg: Registry, found: tuple) -> tuple:
     """Given a manifest (choosing from an index), fetch each layer: raw
     layers are the files themselves (skipped when stored, hardlinked from an ollama or Hugging
     Face cache when one has them), tar layers are unpacked into their files."""
@@ -3635,7 +3720,7 @@ def model_image(store: Store, model: Model, kind: str, base: tuple = None) -> tu
     return OCIImage(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(), config, blobs), path
 
 
-def base_image(ctx, reference: str) -> tuple:
+def base_image(ctx: Services, reference: str) -> tuple:
     """(config, manifest, registry Ref or None) of a car's base image, its layers brought into the
     store: from the engine's storage when it has the image (as `podman build` would take it),
     else from its registry by the manifest for this machine."""
@@ -3654,12 +3739,12 @@ def base_image(ctx, reference: str) -> tuple:
     return config, dict(manifest, mediaType=mtype), ref
 
 
-def _engine_has_image(ctx, engine: str, reference: str) -> bool:
+def _engine_has_image(ctx: Services, engine: str, reference: str) -> bool:
     import subprocess
     return subprocess.run([engine, "image", "inspect", reference], capture_output=True, env=ctx.env).returncode == 0
 
 
-def _base_from_engine(ctx, engine: str, reference: str) -> tuple:
+def _base_from_engine(ctx: Services, engine: str, reference: str) -> tuple:
     """(config, manifest) of an image in the engine's storage, saved as an OCI archive and read
     back like any layout: every blob checked against its digest on the way into the store."""
     import shutil
@@ -3705,7 +3790,7 @@ def modelpack_image(store: Store, model: Model) -> OCIImage:
                     {f.digest: store.blob_path(f.digest) for f in model.files})
 
 
-def push_model(ctx, model: Model, target: Ref, kind: str, carimage: str = None) -> str:
+def push_model(ctx: Services, model: Model, target: Ref, kind: str, carimage: str = None) -> str:
     """Upload a stored model as a ModelPack artifact (modelpack) or as ramalama's raw or car
     image, and tag it. Returns the manifest digest."""
     store, reg = ctx.store, ctx.registry(target.host)
@@ -3820,7 +3905,7 @@ class Layout:
             _unlink_quiet(tmp)
 
 
-def pull_layout(ctx, ref: Ref) -> tuple:
+def pull_layout(ctx: Services, ref: Ref) -> tuple:
     """oci-layout:PATH[:tag] and oci-archive:FILE.tar: a layout that `export` (or skopeo)
     wrote, read like a registry, digests verified, files hardlinked in when they can be."""
     store = ctx.store
@@ -3914,7 +3999,7 @@ TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pul
               "ollama": pull_ollama, "huggingface": pull_hf, "oci-layout": pull_layout, "oci-archive": pull_layout}
 
 
-def adopted(ctx, model: Model) -> Model:
+def adopted(ctx: Services, model: Model) -> Model:
     """Our model for one of ramalama's (pushing and exporting need its digests): its files are
     hashed into blobs/ (linked when already read-only, else copied: theirs are never changed)."""
     if model.meta.get("store") != "ramalama":
@@ -3931,7 +4016,7 @@ def adopted(ctx, model: Model) -> Model:
     return adopted_model
 
 
-def pull_model(ctx, ref: Ref) -> Model:
+def pull_model(ctx: Services, ref: Ref) -> Model:
     """Fetch a model's files into blobs/, then publish its folder, holding the store lock
     shared so rm and prune cannot delete a blob between its download and its link."""
     puller = TRANSPORTS[ref.transport]
@@ -4270,16 +4355,15 @@ def detect_gpu(env: dict, exists=os.path.exists, which=None, vendors=None) -> st
     return "intel" if "0x8086" in vendors else "none"
 
 
-def find_engine(ctx, to_run: bool = True) -> str:
+def find_engine(ctx: Services, to_run: bool = True) -> str:
     """The container engine to use: --engine, RAMALAMA_CONTAINER_ENGINE, config, else podman,
     else docker; '' means natively (--nocontainer, or config container = false), unless the
     engine is wanted for its image store rather than to run containers (to_run False)."""
     import shutil
-    if to_run and (getattr(ctx.args, "nocontainer", False) or ctx.config.get("container") is False):
+    if to_run and not ctx.choices.container:
         return ""
-    chosen = ctx.args.engine or ctx.config.get("engine")
-    if chosen:
-        return chosen
+    if ctx.choices.engine:
+        return ctx.choices.engine
     return next((e for e in ("podman", "docker") if shutil.which(e, path=ctx.env.get("PATH"))), "")
 
 
@@ -4328,7 +4412,7 @@ def pinned_name(ref: Ref, digest: str) -> str:
     return "%s/%s@%s" % (ref.host, ref.name, digest)
 
 
-def _engine_out(ctx, engine: str, *argv) -> str:
+def _engine_out(ctx: Services, engine: str, *argv) -> str:
     """Run an engine command; its stdout, or EngineError with its last error line."""
     import subprocess
     proc = subprocess.run([engine] + list(argv), capture_output=True, text=True, env=ctx.env)
@@ -4338,7 +4422,7 @@ def _engine_out(ctx, engine: str, *argv) -> str:
     return proc.stdout.strip()
 
 
-def resolve_image(ctx, image: str, engine: str, offline: bool = False) -> str:
+def resolve_image(ctx: Services, image: str, engine: str, offline: bool = False) -> str:
     """image@sha256:... for `image`. A pin recorded in the store is reused without network
     unless --pull=always|newer asks to refresh it; otherwise the engine's local store is asked
     first, then the registry (with our own client). A digest given is used as it is. New pins
@@ -4348,7 +4432,7 @@ def resolve_image(ctx, image: str, engine: str, offline: bool = False) -> str:
     if ref.digest:
         return pinned_name(ref, ref.digest)
     store = ctx.store if offline else ctx.store.ensure()
-    policy = getattr(ctx.args, "pull", None) or ctx.config.get("pull") or "missing"
+    policy = ctx.choices.pull
     pins = load_pins(store) if store.exists() else {}
     key = pin_key(ref)
     pinned = pins.get(key, {}).get("digest")
@@ -4406,7 +4490,7 @@ def _engine_digest(engine: str, ref: Ref, env: dict):
 
 # -- models ramalama 0.25 pulled as images into podman's store (label org.containers.type)
 
-def engine_models(ctx, to_run: bool = False) -> list:
+def engine_models(ctx: Services, to_run: bool = False) -> list:
     """Models that ramalama keeps as images in podman's store, as Models whose path is None and
     meta["image"] the image ID; with to_run, none under --nocontainer (as ramalama's list).
     Asked only where ramalama is installed: listing images costs a podman process."""
@@ -4436,18 +4520,18 @@ def engine_models(ctx, to_run: bool = False) -> list:
     return models
 
 
-def mount_image(ctx, model: Model) -> str:
+def mount_image(ctx: Services, model: Model) -> str:
     """The image's /models directory on this host (podman image mount; root only)."""
     return os.path.join(_engine_out(ctx, find_engine(ctx, False), "image", "mount", model.meta["image"]), "models")
 
 
-def unmount_image(ctx, model: Model) -> None:
+def unmount_image(ctx: Services, model: Model) -> None:
     import subprocess
     subprocess.run([find_engine(ctx, False), "image", "unmount", model.meta["image"]], capture_output=True,
                    env=ctx.env)
 
 
-def find_model(ctx, ref: Ref):
+def find_model(ctx: Services, ref: Ref):
     """The model for ref: ours, else one ramalama pulled into the same store directory, else one
     it keeps as an image in podman; None when there is none."""
     model = ctx.store.find(ref)
@@ -4456,7 +4540,7 @@ def find_model(ctx, ref: Ref):
     return model
 
 
-def get_model(ctx, ref: Ref) -> Model:
+def get_model(ctx: Services, ref: Ref) -> Model:
     model = find_model(ctx, ref)
     if model is None:
         raise NotFound("%s is not in the store (pull it first)" % (ref,))
@@ -5302,79 +5386,27 @@ class _Parser:
         return P(**kw)
 
 
-class Context:
-    """What a command needs: parsed args, env, config, streams, and the store and HTTP
-    session built on first use."""
+class Context(Services):
+    """What a command needs: its parsed flags, the config, its output stream, and the Services
+    the sections below are given, built from those flags and that config."""
 
     def __init__(self, args, env, config: Config, out, err, clock=time.time):
-        self.args, self.env, self.config, self.clock = args, env, config, clock
-        self.out, self.err, self.raw_err = SafeStream(out), SafeStream(err), err
-        self.quiet = args.quiet
-        self.debug = args.debug
-        self._store = self._session = self._board = None
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            root = self.args.store or self.config.get("store") or default_store(self.env)
-            self._store = Store(os.path.expanduser(root), log=self.log)
-        return self._store
-
-    def session(self) -> HTTPSession:
-        if self._session is None:
-            tls = getattr(self.args, "tls_verify", None)
-            timeout = (self.config.get("download") or {}).get("timeout", 30)
-            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-                raise ConfigError("[ramalama.download] timeout must be a positive number of seconds, not %r"
-                                  % (timeout,))
-            self._session = HTTPSession(tls_verify=True if tls is None else tls, timeout=float(timeout),
-                                        cert_dir=getattr(self.args, "cert_dir", None), log=self.log,
-                                        env=self.env)
-        return self._session
-
-    def connections(self) -> int:
-        """--parallel, else [ramalama.download] connections, else 8: the budget of one pull."""
-        n = getattr(self.args, "parallel", None) or (self.config.get("download") or {}).get("connections") or CONNECTIONS
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError("[ramalama.download] connections must be a positive integer, not %r" % (n,))
-        return n
-
-    def registry(self, host: str) -> "Registry":
-        """An OCI client for `host` with this command's session, credentials file and TLS choice."""
-        return Registry(self.session(), host, env=self.env, tls_verify=getattr(self.args, "tls_verify", None),
-                        authfile=getattr(self.args, "authfile", None), log=self.log, warn=self.warn)
-
-    def api(self, url: str, api_key: str = None) -> APIClient:
-        """A client for an OpenAI-compatible API, with a session that waits as long as a model thinks."""
-        session = HTTPSession(tls_verify=getattr(self.args, "tls_verify", None) is not False, timeout=API_TIMEOUT,
-                              cert_dir=getattr(self.args, "cert_dir", None), log=self.log, env=self.env)
-        return APIClient(url, api_key, session)
-
-    def downloader(self, connections: int = None) -> "Downloader":
-        return Downloader(self.session(), self.store, self.progress(), connections=connections or self.connections())
-
-    def progress(self) -> Progress:
-        """A progress handle for one file; every file of this command shares one board."""
-        if self._board is None:
-            mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
-            self._board = ProgressBoard(self.raw_err, mode)      # labels are tty_safe; the bars move the cursor
-        return self._board.progress()
+        def flag(name):
+            return getattr(args, name, None)
+        container = not flag("nocontainer") and config.get("container") is not False
+        choices = Choices(args.engine or config.get("engine") or "", container,
+                          flag("pull") or config.get("pull") or "missing", config.get("ollama_registry"),
+                          config.get("mirrors") or {}, bool(flag("all_files")))
+        super().__init__(env, choices, store_root=args.store or config.get("store") or default_store(env), err=err,
+                         quiet=args.quiet, debug=args.debug, tls_verify=flag("tls_verify"), cert_dir=flag("cert_dir"),
+                         authfile=flag("authfile"), download=config.get("download"), parallel=flag("parallel"))
+        self.args, self.config, self.clock = args, config, clock
+        self.out = SafeStream(out)
 
     def resolve(self, text: str) -> Ref:
         bare = "://" not in text
         return parse_ref(text, self.config.shortnames if bare else None,
                          self.config.get("transport"))
-
-    def log(self, msg: str) -> None:
-        if self.debug:
-            self.err.write("debug: %s\n" % tty_safe(msg))
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            self.err.write(tty_safe(msg) + "\n")
-
-    def warn(self, msg: str) -> None:
-        self.err.write("Warning: %s\n" % tty_safe(msg))
 
     def error(self, e: BaseException) -> None:
         """An error of one of several items; main() prints the one that ends a command."""
