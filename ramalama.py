@@ -1006,7 +1006,8 @@ class Config:
         return self.settings.get(key, default)
 
     def unknown_keys(self) -> list:
-        return sorted(k for k, v in self.settings.items() if k not in CONFIG_TYPES and not isinstance(v, dict))
+        return sorted(k for k, v in self.settings.items() if k not in CONFIG_TYPES
+                      and not isinstance(v, dict))
 
     @property
     def shortnames(self) -> dict:
@@ -1316,7 +1317,8 @@ class HTTPSession:
             conn = http.client.HTTPSConnection(*at, timeout=self.timeout, blocksize=CHUNK,
                                                context=self._context(host, port))
             if proxy:
-                conn.set_tunnel(host, port, headers={"Proxy-Authorization": proxy.auth} if proxy.auth else None)
+                conn.set_tunnel(host, port, headers={"Proxy-Authorization": proxy.auth} if proxy.auth
+                                else None)
         else:
             conn = http.client.HTTPConnection(*at, timeout=self.timeout, blocksize=CHUNK)
         if proxy:
@@ -1592,7 +1594,8 @@ class Downloader:
                     headers["If-Range"] = state["validator"]
             elif self.connections > 1:
                 headers["Range"] = "bytes=0-"         # a 206 says ranges work: parts may follow
-            resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth, stalls=guard)
+            resp = self.session.request("GET", url, headers=headers, ok=(200, 206, 416), auth=auth,
+                                        stalls=guard)
             cont = self._continuation(resp, offset)
             validator = resp.header("ETag") or resp.header("Last-Modified")
             if cont and not offset and resp.status == 206 and cont[0] and cont[0] >= 2 * self.part_min:
@@ -1757,7 +1760,8 @@ class Downloader:
                     if failures > self.session.retries:
                         raise NetworkError("%s: a part keeps failing: %s"
                                            % (redact(current), _describe_oserror(e)))
-                self.session.backoff(max(failures - 1, 0), None, "part at %d: %s" % (pos, _describe_oserror(e)))
+                self.session.backoff(max(failures - 1, 0), None, "part at %d: %s"
+                                     % (pos, _describe_oserror(e)))
 
     @staticmethod
     def _continuation(resp, offset):
@@ -2267,8 +2271,8 @@ class Store:
         import shutil
         import tempfile
         if model.meta.get("store") == "ramalama":
-            raise StoreError("%s is in ramalama's store, which this tool never changes; `ramalama rm` removes it"
-                             % model.ref)
+            raise StoreError("%s is in ramalama's store, which this tool never changes; "
+                             "`ramalama rm` removes it" % model.ref)
         trash = tempfile.mkdtemp(prefix="rm-", dir=self.tmp)
         os.rename(model.path, os.path.join(trash, "m"))
         shutil.rmtree(trash, ignore_errors=True)
@@ -2356,7 +2360,8 @@ class Store:
                 elif not os.path.exists(where):
                     broken.append(f.name)
                     problems.append("%s: %s is missing from %s" % (model.ref, f.name, model.path))
-                elif not _same_file(where, self.blob_path(f.digest)) and "sha256:" + sha256_file(where) != f.digest:
+                elif (not _same_file(where, self.blob_path(f.digest))
+                      and "sha256:" + sha256_file(where) != f.digest):
                     broken.append(f.name)
                     problems.append("%s: %s differs from blob %s" % (model.ref, f.name, f.digest))
             if repair and broken:
@@ -2374,7 +2379,9 @@ class Store:
         for digest in digests:
             os.rename(self.blob_path(digest), os.path.join(qdir, "sha256-%s-%d" % (digest[7:], stamp)))
         for path in folders:
-            os.rename(path, os.path.join(qdir, "model-%s-%d" % (os.path.relpath(path, self.repos).replace("/", "_"), stamp)))
+            os.rename(path,
+                      os.path.join(qdir, "model-%s-%d"
+                                   % (os.path.relpath(path, self.repos).replace("/", "_"), stamp)))
             self._remove_empty_parents(os.path.dirname(path))
 
     def _mark_damaged(self, model: Model, names: list) -> None:
@@ -2456,12 +2463,14 @@ def _read_fd(fd: int, size: int = 1 << 16) -> bytes:
 
 def _ref_json_ok(meta) -> bool:
     """Whether a .ref.json has every field a command turns into a path or a number."""
-    if not (isinstance(meta, dict) and isinstance(meta.get("version"), int) and isinstance(meta.get("files"), list)
+    if not (isinstance(meta, dict) and isinstance(meta.get("version"), int)
+            and isinstance(meta.get("files"), list)
             and isinstance(meta.get("ref", ""), str) and isinstance(meta.get("pulled", 0), (int, float))):
         return False
     try:
         for f in meta["files"]:
-            if not (isinstance(f, dict) and isinstance(f.get("size"), int) and f.get("name") == safe_relpath(f["name"])):
+            if not (isinstance(f, dict) and isinstance(f.get("size"), int)
+                    and f.get("name") == safe_relpath(f["name"])):
                 return False
             parse_digest(f["digest"])
     except (KeyError, TypeError, FormatError):
@@ -2673,7 +2682,8 @@ def write_auth_entry(path: str, host: str, user: str = None, secret: str = None)
     data = read_auth_file(path)
     auths = data.setdefault("auths", {})
     if user is None:
-        keys = [k for k in auths if _normalise_auth_key(k) in [_normalise_auth_key(x) for x in auth_keys(host)]]
+        keys = [k for k in auths
+                if _normalise_auth_key(k) in [_normalise_auth_key(x) for x in auth_keys(host)]]
         if not keys:
             return False
         for k in keys:
@@ -2831,7 +2841,8 @@ class Registry:
         parse_digest(digest)
         return "%s/v2/%s/blobs/%s" % (self.base, name, digest)
 
-    def download(self, name: str, desc: dict, label: str, downloader: "Downloader", consume=None, on_wait=None):
+    def download(self, name: str, desc: dict, label: str, downloader: "Downloader", consume=None,
+                 on_wait=None):
         """Fetch a blob (resumable, verified) and consume it under its lock: by default it is
         published into blobs/. An expired token mid-way is renewed once and the download resumes."""
         digest, size = desc["digest"], desc.get("size")
@@ -2849,7 +2860,8 @@ class Registry:
 
     # -- writing
     def has_blob(self, name: str, digest: str) -> bool:
-        resp = self.request("HEAD", self.blob_url(name, digest), _scope(name, push=True), ok=(200, 404), repo=name)
+        resp = self.request("HEAD", self.blob_url(name, digest), _scope(name, push=True), ok=(200, 404),
+                            repo=name)
         return resp.status == 200
 
     def upload(self, name: str, digest: str, size: int, path: str = None, data: bytes = None,
@@ -2968,7 +2980,8 @@ def plan_layers(manifest: dict) -> tuple:
     types = [d.get("mediaType", "") for d in layers]
     plans = []
     if (manifest.get("artifactType") == MODELPACK_ARTIFACT or cfg_type == MODELPACK_CONFIG
-            or any(t.startswith(("application/vnd.cncf.model.", "application/vnd.cnai.model.")) for t in types)):
+            or any(t.startswith(("application/vnd.cncf.model.", "application/vnd.cnai.model."))
+                   for t in types)):
         for d in layers:
             t = d.get("mediaType", "")
             kind, _, packing = t.split(".model.", 1)[-1].partition(".v1.")
@@ -2979,7 +2992,8 @@ def plan_layers(manifest: dict) -> tuple:
                 name = "layer-" + parse_digest(d.get("digest", ""))[:12]
             plans.append(Layer(d, packing, name, _weight_role(name or "", kind)))
         return "modelpack", plans
-    if cfg_type.startswith("application/vnd.docker.ai.") or any(t.startswith("application/vnd.docker.ai.") for t in types):
+    if cfg_type.startswith("application/vnd.docker.ai.") or any(t.startswith("application/vnd.docker.ai.")
+                                                                for t in types):
         for d in layers:
             suffix = d.get("mediaType", "")[len("application/vnd.docker.ai."):]
             name = _annotated_name(d) or DMR_LAYERS.get(suffix)
@@ -3131,23 +3145,27 @@ class Services:
 
     def registry(self, host: str) -> "Registry":
         """An OCI client for `host` with this command's session, credentials file and TLS choice."""
-        return Registry(self.session(), host, env=self.env, tls_verify=self.tls_verify, authfile=self.authfile,
+        return Registry(self.session(), host, env=self.env, tls_verify=self.tls_verify,
+                        authfile=self.authfile,
                         log=self.log, warn=self.warn)
 
     def api(self, url: str, api_key: str = None) -> "APIClient":
         """A client for an OpenAI-compatible API, with a session that waits as long as a model thinks."""
-        session = HTTPSession(tls_verify=self.tls_verify is not False, timeout=API_TIMEOUT, cert_dir=self.cert_dir,
+        session = HTTPSession(tls_verify=self.tls_verify is not False, timeout=API_TIMEOUT,
+                              cert_dir=self.cert_dir,
                               log=self.log, env=self.env)
         return APIClient(url, api_key, session)
 
     def downloader(self, connections: int = None) -> "Downloader":
-        return Downloader(self.session(), self.store, self.progress(), connections=connections or self.connections())
+        budget = connections or self.connections()
+        return Downloader(self.session(), self.store, self.progress(), connections=budget)
 
     def progress(self) -> "Progress":
         """A progress handle for one file; every file of this command shares one board."""
         if self._board is None:
             mode = "quiet" if self.quiet else ("bar" if self.err.isatty() else "lines")
-            self._board = ProgressBoard(self.raw_err, mode)      # labels are tty_safe; the bars move the cursor
+            # the raw stream: labels are tty_safe, and the bars move the cursor
+            self._board = ProgressBoard(self.raw_err, mode)
         return self._board.progress()
 
     def log(self, msg: str) -> None:
@@ -3168,7 +3186,8 @@ def stored_unchanged(ctx: Services, ref: Ref, key: str, value, keep: tuple):
     otherwise. `keep` names the meta fields the refreshed folder carries on."""
     store = ctx.store
     old = store.load(store.folder(ref)) if store.exists() else None
-    if not value or not old or old.meta.get(key) != value or not all(store.has_blob(f.digest) for f in old.files):
+    if not value or not old or old.meta.get(key) != value or not all(store.has_blob(f.digest)
+                                                                     for f in old.files):
         return None
     return old.files, {k: old.meta[k] for k in keep if k in old.meta}
 
@@ -3199,8 +3218,8 @@ def pull_url(ctx: Services, ref: Ref) -> tuple:
     if old and old.meta.get("validator"):
         try:
             head = ctx.session().request("HEAD", url)
-            unchanged = stored_unchanged(ctx, ref, "validator", head.header("ETag") or head.header("Last-Modified"),
-                                         ("url", "validator"))
+            validator = head.header("ETag") or head.header("Last-Modified")
+            unchanged = stored_unchanged(ctx, ref, "validator", validator, ("url", "validator"))
             if unchanged:
                 ctx.info("%s: up to date" % name)
                 return unchanged
@@ -3238,12 +3257,13 @@ def cached_blob_paths(env: dict, digest: str, root: str = None):
     import glob
     hexdigest = parse_digest(digest)
     if root:
-        yield from sorted(glob.glob(os.path.join(glob.escape(root), "store", "**", "blobs", "sha256-" + hexdigest),
-                                    recursive=True))
+        pattern = os.path.join(glob.escape(root), "store", "**", "blobs", "sha256-" + hexdigest)
+        yield from sorted(glob.glob(pattern, recursive=True))
     for d in ollama_dirs(env):
         yield os.path.join(d, "blobs", "sha256-" + hexdigest)
     try:
-        repos = [e.path for e in os.scandir(hf_hub_cache(env)) if e.name.startswith(("models--", "datasets--"))]
+        repos = [e.path for e in os.scandir(hf_hub_cache(env))
+                 if e.name.startswith(("models--", "datasets--"))]
     except OSError:
         repos = []
     for repo in sorted(repos):
@@ -3451,7 +3471,8 @@ def pull_hf(ctx: Services, ref: Ref) -> tuple:
         if unchanged:
             ctx.info("%s: up to date (commit %s)" % (ref, commit[:12]))
             return unchanged
-        entries = _hf_tree(session, "%s/api/models/%s/tree/%s?recursive=true" % (endpoint, ref.name, commit), auth)
+        entries = _hf_tree(session, "%s/api/models/%s/tree/%s?recursive=true" % (endpoint, ref.name, commit),
+                           auth)
     except HTTPStatusError as e:
         raise _hf_error(e, ref, "revision " + rev)
     paths = {}
@@ -3598,7 +3619,8 @@ def assemble_files(ref: Ref, plans: list, unpack) -> tuple:
     for plan in plans:
         desc = plan.desc
         if plan.kind == "raw":
-            files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role, desc.get("mediaType", "")))
+            files.append(FileSpec(plan.name, desc["digest"], desc["size"], plan.role,
+                                  desc.get("mediaType", "")))
             continue
         unpacked = unpack(plan)
         prefix = (plan.name + "/") if plan.name and len(unpacked) > 1 else ""
@@ -3638,7 +3660,8 @@ def modelpack_manifest(model: Model, facts: dict) -> tuple:
            "modelfs": {"type": "layers", "diffIds": [f.digest for f in model.files]}}
     config = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
     return config, {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": MODELPACK_ARTIFACT,
-                    "config": {"mediaType": MODELPACK_CONFIG, "digest": _sha256_bytes(config), "size": len(config)},
+                    "config": {"mediaType": MODELPACK_CONFIG, "digest": _sha256_bytes(config),
+                               "size": len(config)},
                     "layers": layers}
 
 
@@ -3671,7 +3694,8 @@ def image_layer(store: Store, model: Model, name: str) -> tuple:
     out = HashingWriter(fd)                     # tarfile writes through it: the digest comes free
     top = "models/" + name
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        dirs = sorted({"models", top} | {top + "/" + os.path.dirname(f.name) for f in model.files if "/" in f.name})
+        dirs = sorted({"models", top} | {top + "/" + os.path.dirname(f.name) for f in model.files
+                                         if "/" in f.name})
         for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -3701,7 +3725,8 @@ def model_image(store: Store, model: Model, kind: str, base: tuple = None) -> tu
     label = {"org.containers.type": IMAGE_TYPES[kind]}
     if base is None:
         arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-        cfg, layers = {"architecture": arch, "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}, []
+        cfg, layers = {"architecture": arch, "os": "linux", "config": {},
+                       "rootfs": {"type": "layers", "diff_ids": []}}, []
     else:
         cfg = copy.deepcopy(base[0])
         layers = [dict(d, mediaType=OCI_LAYER_TYPES.get(d.get("mediaType"), d.get("mediaType")))
@@ -3712,7 +3737,8 @@ def model_image(store: Store, model: Model, kind: str, base: tuple = None) -> tu
         cfg.setdefault("history", []).append({"created_by": "ramalama.pyz convert --type car: /models"})
     config = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_IMAGE_CONFIG, "digest": _sha256_bytes(config), "size": len(config)},
+                "config": {"mediaType": OCI_IMAGE_CONFIG, "digest": _sha256_bytes(config),
+                           "size": len(config)},
                 "layers": layers + [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer_size}],
                 "annotations": dict(label, **{"org.opencontainers.image.title": model.ref})}
     blobs = {d["digest"]: store.blob_path(d["digest"]) for d in layers}
@@ -3741,7 +3767,8 @@ def base_image(ctx: Services, reference: str) -> tuple:
 
 def _engine_has_image(ctx: Services, engine: str, reference: str) -> bool:
     import subprocess
-    return subprocess.run([engine, "image", "inspect", reference], capture_output=True, env=ctx.env).returncode == 0
+    return subprocess.run([engine, "image", "inspect", reference], capture_output=True,
+                          env=ctx.env).returncode == 0
 
 
 def _base_from_engine(ctx: Services, engine: str, reference: str) -> tuple:
@@ -3760,7 +3787,8 @@ def _base_from_engine(ctx: Services, engine: str, reference: str) -> tuple:
         entry = (index.get("manifests") or [{}])[0]
         manifest = _load_json(layout.blob(entry.get("digest", "")), "manifest of %s" % reference)
         if "manifests" in manifest:
-            manifest = _load_json(layout.blob(choose_manifest(manifest)["digest"]), "manifest of %s" % reference)
+            manifest = _load_json(layout.blob(choose_manifest(manifest)["digest"]), "manifest of %s"
+                                  % reference)
         config = _load_json(layout.blob(manifest["config"]["digest"]), "config of %s" % reference)
         for d in manifest.get("layers") or []:
             if not store.has_blob(d["digest"]):
@@ -3801,9 +3829,10 @@ def push_model(ctx: Services, model: Model, target: Ref, kind: str, carimage: st
         else:
             base = base_image(ctx, carimage) if kind == "car" else None
             image, layer = model_image(store, model, kind, base and base[:2])
-            if base and base[2] and base[2].host == target.host:     # the base's own registry: mount, not copy
+            if base and base[2] and base[2].host == target.host:     # the base's registry: mount, not copy
                 mounts.update((d["digest"], base[2].name) for d in base[1].get("layers") or [])
-        return push_image(reg, target.name, target.digest or target.tag, image, mounts, ctx.progress(), ctx.log)
+        return push_image(reg, target.name, target.digest or target.tag, image, mounts, ctx.progress(),
+                          ctx.log)
     finally:
         if layer:
             _unlink_quiet(layer)
@@ -3912,11 +3941,13 @@ def pull_layout(ctx: Services, ref: Ref) -> tuple:
     layout = Layout(ref.name)
     index = _load_json(layout.read("index.json"), "%s/index.json" % ref.name)
     entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
-    tagged = [m for m in entries if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == ref.tag]
+    tagged = [m for m in entries
+              if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == ref.tag]
     if not tagged and len(entries) == 1 and ref.tag == "latest":
         tagged = entries
     if not tagged:
-        names = sorted((m.get("annotations") or {}).get("org.opencontainers.image.ref.name", "?") for m in entries)
+        names = sorted((m.get("annotations") or {}).get("org.opencontainers.image.ref.name", "?")
+                       for m in entries)
         raise NotFound("%s has no tag %s (it has: %s)" % (ref.name, ref.tag, ", ".join(names) or "nothing"))
     digest = tagged[0].get("digest", "")
     manifest = _load_json(layout.blob(digest), "manifest in %s" % ref.name)
@@ -3958,7 +3989,8 @@ def write_layout(store: Store, path: str, tag: str, image: OCIImage, extra: dict
     if manifest.get("artifactType"):
         entry["artifactType"] = manifest["artifactType"]
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
-    small = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": json.dumps(index, indent=1).encode(),
+    small = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+             "index.json": json.dumps(index, indent=1).encode(),
              "blobs/sha256/" + parse_digest(image.digest): image.manifest,
              "blobs/sha256/" + parse_digest(manifest["config"]["digest"]): image.config}
     big = {"blobs/sha256/" + parse_digest(d): src for d, src in image.blobs.items()}
@@ -3996,7 +4028,8 @@ def _write_bytes_atomic(path: str, data: bytes) -> None:
 
 
 TRANSPORTS = {"file": pull_file, "http": pull_url, "https": pull_url, "oci": pull_oci,
-              "ollama": pull_ollama, "huggingface": pull_hf, "oci-layout": pull_layout, "oci-archive": pull_layout}
+              "ollama": pull_ollama, "huggingface": pull_hf, "oci-layout": pull_layout,
+              "oci-archive": pull_layout}
 
 
 def adopted(ctx: Services, model: Model) -> Model:
@@ -4011,7 +4044,8 @@ def adopted(ctx: Services, model: Model) -> Model:
             path = os.path.join(model.path, f.name)
             hexdigest, size = store.import_file(path, link=linkable_unchanged(path))
             files.append(FileSpec(f.name, "sha256:" + hexdigest, size, f.role, ""))
-        adopted_model = store.publish_model(parse_ref(model.ref), files, {"adopted_from": model.meta["ramalama_name"]})
+        adopted_model = store.publish_model(parse_ref(model.ref), files,
+                                            {"adopted_from": model.meta["ramalama_name"]})
     ctx.info("%s: adopted from ramalama's store" % model.ref)
     return adopted_model
 
@@ -4203,7 +4237,8 @@ def runtime_argv(o: ServeOptions) -> list:
     """The server command line for llama.cpp's llama-server or vLLM's OpenAI server."""
     import shlex
     if o.runtime == "vllm":
-        argv = ["vllm", "serve", o.model, "--host", o.host, "--port", str(o.port), "--served-model-name", o.alias]
+        argv = ["vllm", "serve", o.model, "--host", o.host, "--port", str(o.port), "--served-model-name",
+                o.alias]
         for flag, value in (("--max-model-len", o.ctx_size), ("--seed", o.seed)):
             if value is not None:
                 argv += [flag, str(value)]
@@ -4233,7 +4268,8 @@ def api_key_env(runtime: str) -> str:
 # every one set reaches the container
 GPU_SELECT_VARS = (("CUDA_VISIBLE_DEVICES", "nvidia"), ("HIP_VISIBLE_DEVICES", "amd"),
                    ("HSA_VISIBLE_DEVICES", "amd"), ("INTEL_VISIBLE_DEVICES", "intel"))
-ACCEL_VARS = ("ASAHI_VISIBLE_DEVICES", "ASCEND_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES",
+ACCEL_VARS = ("ASAHI_VISIBLE_DEVICES", "ASCEND_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES",
+              "GGML_VK_VISIBLE_DEVICES",
               "HIP_VISIBLE_DEVICES", "INTEL_VISIBLE_DEVICES", "MUSA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
               "HSA_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION", "MTHREADS_VISIBLE_DEVICES")
 
@@ -4455,11 +4491,13 @@ def resolve_image(ctx: Services, image: str, engine: str, offline: bool = False)
             if pinned:
                 ctx.warn("cannot refresh %s (%s); keeping %s" % (key, e, pinned))
                 return pinned_name(ref, pinned)
-            raise RamalamaError("cannot resolve image %s to a digest: %s. Pin one with --image %s/%s@sha256:<digest> "
+            raise RamalamaError("cannot resolve image %s to a digest: %s. Pin one with --image "
+                                "%s/%s@sha256:<digest> "
                                 "or image = '...@sha256:...' in ramalama.conf" % (key, e, ref.host, ref.name))
     if digest is None:
         raise RamalamaError("image %s is not in the %s store and --pull=never forbids asking the registry; "
-                            "pin one with --image %s/%s@sha256:<digest>" % (key, engine or "local", ref.host, ref.name))
+                            "pin one with --image %s/%s@sha256:<digest>"
+                            % (key, engine or "local", ref.host, ref.name))
     if digest != pinned:
         record_pin(store, key, digest, via)
         ctx.info("pinned %s to %s" % (key, digest))
@@ -4498,7 +4536,8 @@ def engine_models(ctx: Services, to_run: bool = False) -> list:
     import shutil
     import subprocess
     engine = find_engine(ctx, to_run)
-    if not engine or engine_kind(engine) != "podman" or not shutil.which("ramalama", path=ctx.env.get("PATH")):
+    ramalama_here = shutil.which("ramalama", path=ctx.env.get("PATH"))
+    if not engine or engine_kind(engine) != "podman" or not ramalama_here:
         return []
     proc = subprocess.run([engine, "images", "--filter", "label=org.containers.type", "--format", "json"],
                           capture_output=True, text=True, env=ctx.env)
@@ -4514,15 +4553,18 @@ def engine_models(ctx: Services, to_run: bool = False) -> list:
             except RamalamaError:
                 continue
             models.append(Model(ref, None, {
-                "ref": ref, "store": "ramalama-image", "image": image.get("Id", ""), "pulled": image.get("Created", 0),
+                "ref": ref, "store": "ramalama-image", "image": image.get("Id", ""),
+                "pulled": image.get("Created", 0),
                 "repo_digests": image.get("RepoDigests") or [],
-                "files": [{"name": "model.file", "digest": "", "size": image.get("Size", 0), "role": "model"}]}))
+                "files": [{"name": "model.file", "digest": "", "size": image.get("Size", 0),
+                           "role": "model"}]}))
     return models
 
 
 def mount_image(ctx: Services, model: Model) -> str:
     """The image's /models directory on this host (podman image mount; root only)."""
-    return os.path.join(_engine_out(ctx, find_engine(ctx, False), "image", "mount", model.meta["image"]), "models")
+    return os.path.join(_engine_out(ctx, find_engine(ctx, False), "image", "mount", model.meta["image"]),
+                        "models")
 
 
 def unmount_image(ctx: Services, model: Model) -> None:
@@ -4655,8 +4697,9 @@ class APIClient:
         except NetworkError as e:
             if not isinstance(e.__cause__, (ConnectionError, socket.gaierror)):
                 raise
-            raise NetworkError("no model server answers at %s (%s); start one with `ramalama serve -d MODEL`, "
-                               "or pass --url" % (redact(self.base), _describe_oserror(e.__cause__))) from e
+            raise NetworkError("no model server answers at %s (%s); start one with "
+                               "`ramalama serve -d MODEL`, or pass --url"
+                               % (redact(self.base), _describe_oserror(e.__cause__))) from e
         return resp.status, resp.raw, lambda: resp.close(reuse=False)
 
     def _fail(self, status: int, raw, path: str):
@@ -4690,7 +4733,8 @@ class APIClient:
         request.update((k, v) for k, v in options.items() if v is not None)
         if model:
             request["model"] = model
-        status, raw, close = self._send("POST", "/chat/completions", json.dumps(request).encode(), stream=True)
+        status, raw, close = self._send("POST", "/chat/completions", json.dumps(request).encode(),
+                                        stream=True)
         try:
             if status != 200:
                 self._fail(status, raw, "/chat/completions")
@@ -4746,10 +4790,12 @@ def to_yaml(obj, indent: int = 0) -> str:
         for key, value in obj.items():
             key = key if re.fullmatch(r"[A-Za-z0-9_./-]+", key) else json.dumps(key)
             nested = isinstance(value, (dict, list)) and value
-            lines.append("%s%s:%s" % (pad, key, "\n" + to_yaml(value, indent + 1) if nested else " " + to_yaml(value)))
+            lines.append("%s%s:%s"
+                         % (pad, key, "\n" + to_yaml(value, indent + 1) if nested else " " + to_yaml(value)))
         return "\n".join(lines)
     if isinstance(obj, list) and obj:
-        return "\n".join(pad + "- " + (to_yaml(item, indent + 1).lstrip() if isinstance(item, (dict, list)) and item
+        return "\n".join(pad + "- "
+                         + (to_yaml(item, indent + 1).lstrip() if isinstance(item, (dict, list)) and item
                                        else to_yaml(item)) for item in obj)
     return json.dumps(obj) if not isinstance(obj, (dict, list)) else ("{}" if isinstance(obj, dict) else "[]")
 
@@ -4819,7 +4865,8 @@ def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, h
                           for i, (src, _dst) in enumerate(mounts)]
     elif volume == "image":
         container["volumeMounts"] = [{"name": "model", "mountPath": CONTAINER_MODELS, "readOnly": True}]
-        pod["volumes"] = [{"name": "model", "image": {"reference": source.reference, "pullPolicy": "IfNotPresent"}}]
+        pod["volumes"] = [{"name": "model",
+                           "image": {"reference": source.reference, "pullPolicy": "IfNotPresent"}}]
     else:
         import json
         fetch = {"name": "fetch-model", "image": image,
@@ -4829,7 +4876,8 @@ def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, h
                  "volumeMounts": [{"name": "model", "mountPath": CONTAINER_MODELS}]}
         pod["initContainers"] = [fetch]
         container["volumeMounts"] = [{"name": "model", "mountPath": CONTAINER_MODELS, "readOnly": True}]
-        pod["volumes"] = [{"name": "model", "emptyDir": {"sizeLimit": "%dMi" % (source.size // (1 << 20) + 64)}}]
+        pod["volumes"] = [{"name": "model",
+                           "emptyDir": {"sizeLimit": "%dMi" % (source.size // (1 << 20) + 64)}}]
     container["securityContext"] = secure
     meta = {"name": name, "labels": {"app": name}}
     if source:
@@ -4865,7 +4913,8 @@ def generate_files(kind: str, name: str, image: str, argv: list, mounts: list, p
         lines += ["Label=%s=%s" % kv for kv in sorted(labels.items())]
         lines += ["Mount=type=bind,src=%s,destination=%s,ro=true" % m for m in mounts]
         lines += ["Secret=%s,type=env,target=%s" % (secret, key_var)] if key_var else []
-        lines += ["Exec=%s" % " ".join(_systemd_quote(a) for a in argv), "", "[Service]", "Restart=on-failure",
+        lines += ["Exec=%s" % " ".join(_systemd_quote(a) for a in argv), "", "[Service]",
+                  "Restart=on-failure",
                   "", "[Install]", "WantedBy=default.target", ""]
         return {name + ".container": "\n".join(lines)}
     if kind == "compose":
@@ -5000,7 +5049,8 @@ def last_words(lines: list) -> str:
     crashed RPC worker; not the backtrace a crash prints after them), else its last lines."""
     import re
     lines = [line.strip() for line in lines[-80:] if line.strip()]
-    why = [line for line in lines if re.search(r"error|fail|crash|abort|assert|exception|cannot|unable", line, re.I)
+    why = [line for line in lines
+           if re.search(r"error|fail|crash|abort|assert|exception|cannot|unable", line, re.I)
            and not re.match(r"#\d|\[Inferior|\d+\s", line)]
     return " | ".join(why[:2] or lines[-5:])
 
@@ -5086,7 +5136,8 @@ def start_container(exe: str, argv: list, name: str, endpoint: str, image: str, 
         raise
     if proc.returncode != 0:
         raise EngineError("%s could not start the container: %s"
-                          % (os.path.basename(exe), (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]))
+                          % (os.path.basename(exe),
+                             (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]))
     checked = [0.0]
 
     def alive():                       # asking the engine costs a process: once a second
@@ -5277,7 +5328,8 @@ def print_table(stream, headers: list, rows: list, noheading: bool = False) -> N
     rows = [[tty_safe(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = [] if noheading else [headers]
-    stream.write("".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in lines + rows))
+    stream.write("".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in lines
+                         + rows))
 
 
 # ---------------------------------------------------------------------------
@@ -5335,21 +5387,25 @@ def _add_launch_flags(p) -> None:
     """Flags of every command that starts a runtime or a tool: how it runs and where."""
     p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
     p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
-                   help="layers to offload to the GPU (config ngl; default auto: all when a GPU is found, else 0)")
-    p.add_argument("--threads", "-t", type=int, metavar="N", help="CPU threads (config threads; default: the runtime's)")
+                   help="layers to offload to the GPU (config ngl; default auto: all when a GPU is "
+                        "found, else 0)")
+    p.add_argument("--threads", "-t", type=int, metavar="N",
+                   help="CPU threads (config threads; default: the runtime's)")
     p.add_argument("--device", action="append", metavar="DEV",
                    help="device for the container (repeatable); none: no device, not even the GPU")
     p.add_argument("--pull", choices=("always", "missing", "never", "newer"), default=None,
-                   help="image digest policy (config pull; default missing: reuse the recorded pin; always/newer: "
-                   "ask the registry again; never: no registry)")
-    p.add_argument("--runtime-args", metavar="ARGS", help="extra runtime arguments, one string: '--flash-attn on'")
+                   help="image digest policy (config pull; default missing: reuse the recorded pin; "
+                        "always/newer: ask the registry again; never: no registry)")
+    p.add_argument("--runtime-args", metavar="ARGS",
+                   help="extra runtime arguments, one string: '--flash-attn on'")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment variable for the runtime (repeatable)")
-    p.add_argument("--network", metavar="MODE", help="container network (default: none unless a port is served)")
+    p.add_argument("--network", metavar="MODE",
+                   help="container network (default: none unless a port is served)")
     p.add_argument("--privileged", action="store_true", help="give the container extended privileges")
     p.add_argument("--selinux", type=_bool, metavar="BOOL", default=None,
-                   help="SELinux container separation (config selinux; false disables labels; default: "
-                   "the engine's)")
+                   help="SELinux container separation (config selinux; false disables labels; "
+                        "default: the engine's)")
     p.add_argument("--keep-groups", action="store_true", default=None,
                    help="keep the user's supplementary groups in the container (podman; config keep_groups)")
     p.add_argument("--oci-runtime", metavar="NAME", help="OCI runtime the engine uses (crun, runc, ...)")
@@ -5358,8 +5414,10 @@ def _add_launch_flags(p) -> None:
 
 def _add_runtime_flags(p) -> None:
     """Flags of the commands that start a model server (run, serve)."""
-    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the runtime's)")
-    p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (config temp; default: the runtime's)")
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N",
+                   help="context size (config ctx_size; default: the runtime's)")
+    p.add_argument("--temp", type=float, metavar="T",
+                   help="sampling temperature (config temp; default: the runtime's)")
     p.add_argument("--seed", type=int, help="random seed (default: the runtime's)")
     p.add_argument("--max-tokens", type=int, metavar="N",
                    help="most tokens to generate per answer, 0 = unlimited (config max_tokens)")
@@ -5367,8 +5425,8 @@ def _add_runtime_flags(p) -> None:
                    "RAMALAMA_API_KEY keeps it out of the process list). The runtime gets it by environment, "
                    "never in its argv; generated files refer to a secret")
     p.add_argument("--rpc", metavar="HOST:PORT[,...]", help="llama.cpp RPC workers (`ramalama rpc-server` on "
-                   "each host) that hold the model's layers (env RAMALAMA_LLAMACPP_RPC_NODES); a container then "
-                   "shares this host's network to reach them")
+                   "each host) that hold the model's layers (env RAMALAMA_LLAMACPP_RPC_NODES); a container "
+                   "then shares this host's network to reach them")
     _add_launch_flags(p)
 
 
@@ -5397,9 +5455,12 @@ class Context(Services):
         choices = Choices(args.engine or config.get("engine") or "", container,
                           flag("pull") or config.get("pull") or "missing", config.get("ollama_registry"),
                           config.get("mirrors") or {}, bool(flag("all_files")))
-        super().__init__(env, choices, store_root=args.store or config.get("store") or default_store(env), err=err,
-                         quiet=args.quiet, debug=args.debug, tls_verify=flag("tls_verify"), cert_dir=flag("cert_dir"),
-                         authfile=flag("authfile"), download=config.get("download"), parallel=flag("parallel"))
+        super().__init__(env, choices, store_root=args.store or config.get("store") or default_store(env),
+                         err=err,
+                         quiet=args.quiet, debug=args.debug, tls_verify=flag("tls_verify"),
+                         cert_dir=flag("cert_dir"),
+                         authfile=flag("authfile"), download=config.get("download"),
+                         parallel=flag("parallel"))
         self.args, self.config, self.clock = args, config, clock
         self.out = SafeStream(out)
 
@@ -5428,7 +5489,8 @@ def _pull_args(p) -> None:
 
 
 @command("pull", help="pull models into the store", args=_pull_args,
-         examples=["ramalama pull ollama://smollm:135m", "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
+         examples=["ramalama pull ollama://smollm:135m",
+                   "ramalama pull hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0",
                    "ramalama pull --parallel 16 oci://registry.example.com/models/smollm:135m"])
 def cmd_pull(ctx) -> int:
     failed = None
@@ -5450,7 +5512,8 @@ def cmd_pull(ctx) -> int:
 
 def _sorted(models: list, by: str, order: str = None) -> list:
     """Names A to Z, sizes and times largest and newest first, unless --order says otherwise."""
-    key = {"name": lambda m: m.ref, "size": lambda m: m.size, "modified": lambda m: m.meta.get("pulled", 0)}[by]
+    key = {"name": lambda m: m.ref, "size": lambda m: m.size,
+           "modified": lambda m: m.meta.get("pulled", 0)}[by]
     return sorted(models, key=key, reverse=(order or ("asc" if by == "name" else "desc")) == "desc")
 
 
@@ -5479,7 +5542,8 @@ def _list_args(p) -> None:
 
 
 @command("list", "ls", help="list the models in the store", args=_list_args,
-         examples=["ramalama list --sort size", "ramalama list --json", "ramalama list --format '{{.Name}} {{.Size}}'"])
+         examples=["ramalama list --sort size", "ramalama list --json",
+                   "ramalama list --format '{{.Name}} {{.Size}}'"])
 def cmd_list(ctx) -> int:
     """Our models and those ramalama 0.25 pulled into the same directory (marked as its)."""
     store = ctx.store
@@ -5489,10 +5553,9 @@ def cmd_list(ctx) -> int:
               if m.ref not in names]                                            # adopted ones: once
     models = _sorted(ours + theirs, ctx.args.sort, ctx.args.order)
     if ctx.args.json:                   # ramalama 0.25's keys and formats, then ours
-        from datetime import datetime
         short = shortnames_by_model(ctx.config)
         write_json(ctx.out, [{"name": m.ref, "shortname": short.get(m.ref, ""), "size": m.size,
-                              "modified": datetime.fromtimestamp(m.meta.get("pulled", 0)).astimezone().isoformat(),
+                              "modified": _local_iso(m.meta.get("pulled", 0)),
                               "path": m.path, "damaged": m.meta.get("damaged", []),
                               "store": m.meta.get("store", "ramalama.pyz")} for m in models])
         return 0
@@ -5506,7 +5569,8 @@ def cmd_list(ctx) -> int:
                                                           "modified": _iso(m.meta.get("pulled", 0))}) + "\n")
         return 0
     rows = [[m.ref + (" (damaged)" if m.meta.get("damaged") else "")
-             + {"ramalama": " (ramalama)", "ramalama-image": " (ramalama, podman image)"}.get(m.meta.get("store"), ""),
+             + {"ramalama": " (ramalama)",
+                "ramalama-image": " (ramalama, podman image)"}.get(m.meta.get("store"), ""),
              human_age(now - m.meta.get("pulled", now)), human_size(m.size)] for m in models]
     print_table(ctx.out, ["NAME", "MODIFIED", "SIZE"], rows, ctx.args.noheading)
     return 0
@@ -5514,6 +5578,12 @@ def cmd_list(ctx) -> int:
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _local_iso(epoch: float) -> str:
+    """ISO 8601 with this host's offset, as ramalama's `list --json` writes `modified`."""
+    from datetime import datetime
+    return datetime.fromtimestamp(epoch).astimezone().isoformat()
 
 
 def _rm_args(p) -> None:
@@ -5767,15 +5837,17 @@ def _registry_host(text: str) -> str:
 
 
 # ramalama 0.25's --type words: an artifact is our ModelPack, raw an image holding the model
-PUSH_TYPES = {"modelpack": "modelpack", "artifact": "modelpack", "ramalama": "raw", "raw": "raw", "car": "car"}
+PUSH_TYPES = {"modelpack": "modelpack", "artifact": "modelpack", "ramalama": "raw", "raw": "raw",
+              "car": "car"}
 
 
 def _image_type_flags(p, default: str) -> None:
     p.add_argument("--type", choices=sorted(PUSH_TYPES), default=None,
-                   help="artifact (= modelpack): a ModelPack artifact whose layers are the model's files; raw "
-                   "(= ramalama): an image holding only the model, in /models as ramalama 0.25 lays it out; car: "
-                   "the same on top of a base image (--carimage). Default: %s" % default)
-    p.add_argument("--carimage", metavar="IMAGE", help="base image of a car (config carimage; default %s); taken "
+                   help="artifact (= modelpack): a ModelPack artifact whose layers are the model's files; "
+                        "raw (= ramalama): an image holding only the model, in /models as ramalama 0.25 lays "
+                        "it out; car: the same on top of a base image (--carimage). Default: %s" % default)
+    p.add_argument("--carimage", metavar="IMAGE",
+                   help="base image of a car (config carimage; default %s); taken "
                    "from the engine's storage when it has it, else from its registry" % DEFAULT_CARIMAGE)
 
 
@@ -5802,8 +5874,8 @@ def _stored_for_push(ctx, text: str) -> Model:
 
 def _push_args(p) -> None:
     p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
-    p.add_argument("TARGET", nargs="?", help="oci://registry/name:tag (default: SOURCE, an oci:// model "
-                   "in the store)")
+    p.add_argument("TARGET", nargs="?",
+                   help="oci://registry/name:tag (default: SOURCE, an oci:// model in the store)")
     _image_type_flags(p, "artifact")
     _add_registry_flags(p)
 
@@ -5859,10 +5931,12 @@ def cmd_convert(ctx) -> int:
                          "oci-archive:FILE.tar, not %s" % (target,))
     engine = find_engine(ctx, to_run=False) if target.transport == "oci" else None
     if target.transport == "oci" and not engine:
-        raise UsageError("convert into the engine's storage needs podman or docker; write oci-archive:FILE.tar "
+        raise UsageError("convert into the engine's storage needs podman or docker; write "
+                         "oci-archive:FILE.tar "
                          "(or push --type %s to a registry) instead" % (args.type or "raw"))
     if args.dryrun:
-        ctx.out.write("would convert %s to %s as %s\n" % (tty_safe(ctx.resolve(args.SOURCE)), tty_safe(target), kind))
+        ctx.out.write("would convert %s to %s as %s\n"
+                      % (tty_safe(ctx.resolve(args.SOURCE)), tty_safe(target), kind))
         return 0
     model = _stored_for_push(ctx, args.SOURCE)
     store, layer, tmpdir = ctx.store.ensure(), None, None
@@ -5883,7 +5957,8 @@ def cmd_convert(ctx) -> int:
                 digest = write_layout(store, archive, name, image, archive=True)       # load names it so
                 _engine_out(ctx, engine, "load", "-q", "-i", archive)
                 # an engine that ignores the archive's name still knows the image by its config digest
-                _engine_out(ctx, engine, "tag", parse_digest(json.loads(image.manifest)["config"]["digest"]), name)
+                _engine_out(ctx, engine, "tag", parse_digest(json.loads(image.manifest)["config"]["digest"]),
+                            name)
     finally:
         if layer:
             _unlink_quiet(layer)
@@ -6056,13 +6131,16 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, n
 def _server_command(ctx, models: list, runtime: str, port: int, gpu: str, settings: dict):
     """command_at(root, listen): the server's argv with the models' files below root."""
     if settings["rpc"] and runtime != "llama.cpp":
-        raise UsageError("--rpc spreads a model over llama.cpp RPC workers; vLLM has its own distributed serving")
+        raise UsageError("--rpc spreads a model over llama.cpp RPC workers; vLLM has its own "
+                         "distributed serving")
     if len(models) == 1:
-        return lambda root, listen: runtime_argv(serve_options(models[0], runtime, listen, port, gpu, root, settings))
+        return lambda root, listen: runtime_argv(serve_options(models[0], runtime, listen, port, gpu, root,
+                                                               settings))
     if runtime != "llama.cpp":
         raise UsageError("several models are served by llama.cpp's router; vLLM serves one model at a time")
     one = ServeOptions(runtime, None, None, None, None, None, port, settings["ctx_size"] or None,
-                       gpu_layers(settings["ngl"], gpu, settings["rpc"]), settings["threads"], settings["temp"],
+                       gpu_layers(settings["ngl"], gpu, settings["rpc"]), settings["threads"],
+                       settings["temp"],
                        settings["seed"], settings["runtime_args"], settings["max_tokens"],
                        getattr(ctx.args, "models_max", None) or 4, settings["rpc"])
     return lambda root, listen: runtime_argv(one._replace(model=root, host=listen))
@@ -6072,7 +6150,8 @@ def _container_files(models: list, names: list = None) -> tuple:
     """(root, mounts): where a container sees the models' files, and the read-only mounts that
     put them there. A model ramalama keeps as an image is that image, mounted."""
     if len(models) != 1:
-        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel) for src, rel in router_files(models, names)]
+        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel) for src,
+                                  rel in router_files(models, names)]
     if models[0].meta.get("store") == "ramalama-image":
         return "/mnt/image/models", [("image:" + models[0].meta["image"], "/mnt/image")]
     return CONTAINER_MODELS, model_mounts(models[0])
@@ -6141,7 +6220,8 @@ def _api_key(ctx):
 
 def _run_args(p) -> None:
     p.add_argument("MODEL", help="model to run (pulled when missing)")
-    p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
+    p.add_argument("PROMPT", nargs="*",
+                   help="answer this prompt once and exit (also read from a non-TTY stdin)")
     _add_runtime_flags(p)
 
 
@@ -6212,12 +6292,14 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=No
         name = _container_name(ctx)
         inside = ["/data/%d-%s" % (i, os.path.basename(p)) for i, p in enumerate(inputs)]
         root, mounts = _container_files([model])
-        argv, _image_used = _in_container(ctx, engine, gpu, command_at(root, inside), mounts + list(zip(inputs, inside)),
+        argv, _image_used = _in_container(ctx, engine, gpu, command_at(root, inside), mounts
+                                          + list(zip(inputs, inside)),
                                           name=name, labels=_labels([model], runtime), detach=False)
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return 0
-        return run_to_end(argv, env, out or ctx.out, err or ctx.err, stop=lambda _proc: remove_container(engine, name, env))
+        return run_to_end(argv, env, out or ctx.out, err or ctx.err,
+                          stop=lambda _proc: remove_container(engine, name, env))
     env.update(e.partition("=")[::2] for e in ctx.args.env or [] if "=" in e)
     root, release = _native_files(ctx, [model])
     try:
@@ -6240,8 +6322,10 @@ def _bench_args(p) -> None:
     _add_launch_flags(p)
 
 
-@command("bench", "benchmark", help="measure a model's prompt and generation speed (llama-bench)", args=_bench_args,
-         examples=["ramalama bench llama3.2:1b", "ramalama --nocontainer bench --format json llama3.2:1b > bench.json",
+@command("bench", "benchmark", help="measure a model's prompt and generation speed (llama-bench)",
+         args=_bench_args,
+         examples=["ramalama bench llama3.2:1b",
+                   "ramalama --nocontainer bench --format json llama3.2:1b > bench.json",
                    "ramalama bench --runtime-args '-p 256 -n 64 -r 3' llama3.2:1b"])
 def cmd_bench(ctx) -> int:
     model = _model_for(ctx, ctx.args.MODEL)
@@ -6253,13 +6337,16 @@ def cmd_bench(ctx) -> int:
 
 def _perplexity_args(p) -> None:
     p.add_argument("MODEL", help="model to measure (pulled when missing)")
-    p.add_argument("--file", "-f", metavar="TEXT", help="the text to score (default: standard input, when it is "
+    p.add_argument("--file", "-f", metavar="TEXT",
+                   help="the text to score (default: standard input, when it is "
                    "not a terminal); it needs at least twice the context size in tokens")
-    p.add_argument("--ctx-size", "-c", type=int, metavar="N", help="context size (config ctx_size; default: the tool's)")
+    p.add_argument("--ctx-size", "-c", type=int, metavar="N",
+                   help="context size (config ctx_size; default: the tool's)")
     _add_launch_flags(p)
 
 
-@command("perplexity", help="measure how well a model predicts a text (llama-perplexity)", args=_perplexity_args,
+@command("perplexity", help="measure how well a model predicts a text (llama-perplexity)",
+         args=_perplexity_args,
          examples=["ramalama perplexity --file wiki.test.raw llama3.2:1b",
                    "ramalama --nocontainer perplexity llama3.2:1b < notes.txt"])
 def cmd_perplexity(ctx) -> int:
@@ -6288,13 +6375,14 @@ def cmd_perplexity(ctx) -> int:
             root + "/" + model_file, inputs[0], gpu_layers(s["ngl"], gpu), s["threads"], s["ctx_size"],
             s["runtime_args"]), inputs=(os.path.abspath(text),), out=chunks, err=estimate)
         if status == 0 and not (chunks.seen or estimate.seen or ctx.args.dryrun):
-            raise RamalamaError("llama-perplexity computed nothing: a text needs at least twice the context size "
-                                "in tokens (--ctx-size; the model's own by default)")
+            raise RamalamaError("llama-perplexity computed nothing: a text needs at least twice the context "
+                                "size in tokens (--ctx-size; the model's own by default)")
         if status == 0 and chunks.seen and not estimate.seen:
             import re
             last = re.findall(r"\[(\d+)\](\d+(?:\.\d+)?)", chunks.tail)
             ctx.warn("llama-perplexity's closing lines were lost at its exit (llama.cpp's log thread); its "
-                     "running estimate%s is the last value above" % (" after %s chunks: PPL = %s" % last[-1] if last else ""))
+                     "running estimate%s is the last value above"
+                     % (" after %s chunks: PPL = %s" % last[-1] if last else ""))
         return status
     finally:
         if temporary:
@@ -6317,7 +6405,8 @@ class _Seen:
 
 
 def _serve_args(p) -> None:
-    p.add_argument("MODEL", nargs="*", help="model to serve (pulled when missing); several, or none for every "
+    p.add_argument("MODEL", nargs="*",
+                   help="model to serve (pulled when missing); several, or none for every "
                    "GGUF model in the store, are served by llama-server's router, each under its own name")
     p.add_argument("--models-max", type=int, metavar="N",
                    help="several models: how many the router keeps loaded at once (default 4)")
@@ -6328,15 +6417,17 @@ def _serve_args(p) -> None:
     p.add_argument("--generate", metavar="KIND[:DIR]",
                    help="write kube, quadlet or compose files instead of running")
     p.add_argument("--kube-volume", choices=KUBE_VOLUMES, default=None,
-                   help="--generate kube: where pods get the model (config kube_volume). host: this node's store "
-                   "(hostPath; the default for local models); init: an init container fetches it from its registry "
-                   "by digest (the default for models pulled from one; any Kubernetes); image: an image volume of "
-                   "the artifact by digest (Kubernetes 1.35, or 1.31 with the ImageVolume gate)")
+                   help="--generate kube: where pods get the model (config kube_volume). host: this node's "
+                        "store (hostPath; the default for local models); init: an init container fetches it "
+                        "from its registry by digest (the default for models pulled from one; any "
+                        "Kubernetes); image: an image volume of the artifact by digest (Kubernetes 1.35, or "
+                        "1.31 with the ImageVolume gate)")
     _add_runtime_flags(p)
 
 
 @command("serve", help="serve a model over an OpenAI-compatible API", args=_serve_args,
-         examples=["ramalama serve -d --port 8080 llama3.2:1b", "ramalama serve --generate kube:deploy/ llama3.2:1b"])
+         examples=["ramalama serve -d --port 8080 llama3.2:1b",
+                   "ramalama serve --generate kube:deploy/ llama3.2:1b"])
 def cmd_serve(ctx) -> int:
     import subprocess
     args = ctx.args
@@ -6373,7 +6464,8 @@ def cmd_serve(ctx) -> int:
             waited = subprocess.run([find_engine(ctx), "wait", server.name], capture_output=True, text=True,
                                     env=ctx.env).stdout.strip()
             status = int(waited) if waited.lstrip("-").isdigit() else 0
-        if status not in (0, 130, 143, -2, -15):    # stopped from elsewhere (ramalama stop, kill) is no failure
+        if status not in (0, 130, 143, -2,
+                          -15):    # stopped from elsewhere (ramalama stop, kill) is no failure
             raise RamalamaError("the model server stopped with exit status %d: %s" % (status, server.logs()))
         return 0
     finally:
@@ -6415,11 +6507,13 @@ def _generate(ctx, models: list, names: list, host: str, port: int) -> int:
     files = generate_files(kind, name, image, argv, mounts, port, _labels(models, runtime), host=host,
                            key_var=key_var, source=source, volume=volume)
     if key_var:
-        ctx.info({"kube": "the API key is read from the secret %s-api-key (key api-key): kubectl create secret "
-                          "generic %s-api-key --from-literal=api-key=..." % (name, name),
-                  "quadlet": "the API key is read from the podman secret %s-api-key: printf %%s \"$RAMALAMA_API_KEY\" "
+        ctx.info({"kube": "the API key is read from the secret %s-api-key (key api-key): kubectl create "
+                          "secret generic %s-api-key --from-literal=api-key=..." % (name, name),
+                  "quadlet": "the API key is read from the podman secret %s-api-key: printf %%s "
+                             "\"$RAMALAMA_API_KEY\" "
                              "| podman secret create %s-api-key -" % (name, name),
-                  "compose": "the API key is read from $RAMALAMA_API_KEY when compose starts the service"}.get(kind, ""))
+                  "compose": "the API key is read from $RAMALAMA_API_KEY when compose starts the "
+                             "service"}.get(kind, ""))
     return _write_generated(ctx, files, outdir)
 
 
@@ -6451,28 +6545,34 @@ def _kube_volume(ctx, models: list) -> tuple:
     model = models[0]
     ref = parse_ref(model.ref) if len(models) == 1 and "://" in model.ref else None
     digest, fmt = model.meta.get("manifest_digest"), model.meta.get("format")
-    from_registry = ref is not None and ref.transport == "oci" and digest and fmt in ("modelpack", "dmr", "omlmd")
+    raw_layers = fmt in ("modelpack", "dmr", "omlmd")            # each file is a blob of the registry
+    from_registry = ref is not None and ref.transport == "oci" and digest and raw_layers
     volume = chosen or ("init" if from_registry else "host")
     if volume == "host":
         return "host", None
     if not from_registry:
-        raise UsageError("--kube-volume %s takes the model from a registry by digest: push it (ramalama push MODEL "
-                         "oci://REGISTRY/NAME:TAG), then generate for oci://REGISTRY/NAME:TAG" % volume)
+        raise UsageError("--kube-volume %s takes the model from a registry by digest: push it (ramalama push "
+                         "MODEL oci://REGISTRY/NAME:TAG), then generate for oci://REGISTRY/NAME:TAG" % volume)
     if volume == "image" and fmt != "modelpack":
-        raise UsageError("an image volume mounts a ModelPack artifact by its file names; this model is %s: use "
-                         "--kube-volume init" % fmt)
+        raise UsageError("an image volume mounts a ModelPack artifact by its file names; this model is %s: "
+                         "use --kube-volume init" % fmt)
     scheme = "http" if getattr(ctx.args, "tls_verify", None) is False else "https"
-    source = RegistryModel("%s://%s" % (scheme, ref.host), ref.name, "%s/%s@%s" % (ref.host, ref.name, digest),
+    source = RegistryModel("%s://%s" % (scheme, ref.host), ref.name, "%s/%s@%s"
+                           % (ref.host, ref.name, digest),
                            [(f.name, f.digest) for f in model.files], model.size)
     return volume, source
 
 
 def _api_flags(p) -> None:
-    p.add_argument("--url", help="the API's base URL, e.g. http://127.0.0.1:8080/v1 or https://host/v1 (default: "
-                   "the one model container `serve -d` started, else http://127.0.0.1:PORT/v1 with config port)")
+    p.add_argument("--url",
+                   help="the API's base URL, e.g. http://127.0.0.1:8080/v1 or https://host/v1 "
+                   "(default: the one model container `serve -d` started, else "
+                   "http://127.0.0.1:PORT/v1 with config port)")
     p.add_argument("--name", help="a model container of ours (see `ramalama ps`) whose API to use")
-    p.add_argument("--api-key", metavar="KEY", help="key sent as a bearer token (config api_key; env RAMALAMA_API_KEY)")
-    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None, help="verify TLS certificates (default true)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="key sent as a bearer token (config api_key; env RAMALAMA_API_KEY)")
+    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
+                   help="verify TLS certificates (default true)")
     p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
 
 
@@ -6501,10 +6601,12 @@ def _api_client(ctx) -> tuple:
 
 
 def _chat_args(p) -> None:
-    p.add_argument("PROMPT", nargs="*", help="answer this prompt once and exit (also read from a non-TTY stdin)")
+    p.add_argument("PROMPT", nargs="*",
+                   help="answer this prompt once and exit (also read from a non-TTY stdin)")
     _api_flags(p)
     p.add_argument("--model", "-m", help="a model the server offers (default: its only one)")
-    p.add_argument("--list", "--ls", action="store_true", help="list the server's models and exit (as `models`)")
+    p.add_argument("--list", "--ls", action="store_true",
+                   help="list the server's models and exit (as `models`)")
     p.add_argument("--max-tokens", type=int, metavar="N", help="most tokens per answer (config max_tokens)")
     p.add_argument("--temp", type=float, metavar="T", help="sampling temperature (default: the server's)")
 
@@ -6512,7 +6614,8 @@ def _chat_args(p) -> None:
 @command("chat", help="chat with an OpenAI-compatible server (ours, or any other)", args=_chat_args,
          examples=["ramalama chat", "ramalama chat --url http://127.0.0.1:8080/v1 'why is the sky blue?'",
                    "ramalama chat --name ramalama-1a2b3c4d",
-                   "ramalama chat --url https://api.example.com/v1 --model NAME   # key from $RAMALAMA_API_KEY"])
+                   "ramalama chat --url https://api.example.com/v1 --model NAME   # key from "
+                   "$RAMALAMA_API_KEY"])
 def cmd_chat(ctx) -> int:
     args = ctx.args
     client, served = _api_client(ctx)
@@ -6561,14 +6664,19 @@ def _print_models(ctx, models: list, as_json: bool, noheading: bool) -> int:
 
 
 def _rpc_server_args(p) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this host only; "
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this host only; "
                    "RPC has no authentication: open it only to a network you trust)")
-    p.add_argument("--port", "-p", type=int, default=RPC_PORT, help="port to listen on (default %d)" % RPC_PORT)
-    p.add_argument("--cache", action="store_true", help="keep received tensors in a local cache (faster restarts)")
+    p.add_argument("--port", "-p", type=int, default=RPC_PORT, help="port to listen on (default %d)"
+                   % RPC_PORT)
+    p.add_argument("--cache", action="store_true",
+                   help="keep received tensors in a local cache (faster restarts)")
     p.add_argument("--detach", "-d", action="store_true", help="run the container in the background")
-    p.add_argument("--generate", metavar="KIND[:DIR]", help="write kube (a StatefulSet of --replicas workers, "
+    p.add_argument("--generate", metavar="KIND[:DIR]",
+                   help="write kube (a StatefulSet of --replicas workers, "
                    "NAME-0.NAME:PORT, ...), quadlet or compose files instead of running")
-    p.add_argument("--replicas", type=int, default=2, metavar="N", help="--generate kube: how many workers (2)")
+    p.add_argument("--replicas", type=int, default=2, metavar="N",
+                   help="--generate kube: how many workers (2)")
     _add_launch_flags(p)
 
 
@@ -6609,7 +6717,8 @@ def cmd_rpc_server(ctx) -> int:
             start_container(engine, argv, name, "", image, env)
             ctx.out.write(tty_safe(name) + "\n")
             return 0
-        ctx.info("RPC worker in container %s listening on %s:%d; Ctrl-C stops it" % (name, args.host, args.port))
+        ctx.info("RPC worker in container %s listening on %s:%d; Ctrl-C stops it"
+                 % (name, args.host, args.port))
         return run_to_end(argv, env, ctx.out, ctx.err, stop=lambda _proc: remove_container(engine, name, env))
     if args.detach:
         raise UsageError("--detach needs a container engine (podman or docker)")
@@ -6619,8 +6728,9 @@ def cmd_rpc_server(ctx) -> int:
         ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
         return 0
     if exe is None:
-        raise RamalamaError("llama.cpp's RPC worker (%s) is not installed (not on PATH); install llama.cpp built "
-                            "with -DGGML_RPC=ON, or run in a container with podman or docker" % " or ".join(RPC_WORKERS))
+        raise RamalamaError("llama.cpp's RPC worker (%s) is not installed (not on PATH); install llama.cpp "
+                            "built with -DGGML_RPC=ON, or run in a container with podman or docker"
+                            % " or ".join(RPC_WORKERS))
     ctx.info("RPC worker listening on %s:%d; Ctrl-C stops it" % (args.host, args.port))
     return run_to_end(argv, env, ctx.out, ctx.err)
 
@@ -6635,7 +6745,8 @@ def _generate_workers(ctx, engine: str, gpu: str, threads: int) -> int:
                                                                                          RPC_WORKERS)
     name = args.name or "ramalama-rpc"
     argv = rpc_worker_argv(exe, "0.0.0.0", args.port, threads, args.cache)
-    files = generate_files(kind, name, image, argv, [], args.port, {LABEL: "true", LABEL + ".runtime": "rpc-server"},
+    files = generate_files(kind, name, image, argv, [], args.port,
+                           {LABEL: "true", LABEL + ".runtime": "rpc-server"},
                            host=args.host, replicas=max(1, args.replicas))
     if kind == "kube":
         ctx.info("the workers are %s: give them to serve --rpc" % ",".join(
@@ -6647,7 +6758,8 @@ def _image_command(ctx, engine: str, image: str, names: tuple) -> str:
     """The first of `names` the image can run (llama.cpp renamed some of its programs)."""
     import subprocess
     for exe in names:
-        probe = subprocess.run([engine, "run", "--rm", "--network=none", "--entrypoint", exe, image, "--help"],
+        probe = subprocess.run([engine, "run", "--rm", "--network=none", "--entrypoint", exe, image,
+                                "--help"],
                                capture_output=True, env=ctx.env)
         if probe.returncode in (0, 1):
             return exe
@@ -6688,7 +6800,8 @@ OUR_PS_FIELDS = {"names", "name", "model", "url", "image", "status"}
 
 
 def _containers_args(p) -> None:
-    p.add_argument("--format", help="a Go template: {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}} are "
+    p.add_argument("--format",
+                   help="a Go template: {{.Names}} {{.Model}} {{.URL}} {{.Image}} {{.Status}} are "
                    "filled here, any other ({{.ID}}, {{.Ports}}, ...) by the engine's own ps")
     p.add_argument("--noheading", "-n", action="store_true", help="omit the header line")
     p.add_argument("--all", "-a", action="store_true", help="also created and exited containers")
@@ -6707,7 +6820,8 @@ def cmd_containers(ctx) -> int:
         if not engine:
             raise RamalamaError("no container engine (podman or docker) found")
         argv = ["ps", "--filter", "label=" + LABEL, "--format", args.format]
-        listed = _engine_out(ctx, engine, *(argv + ["-a"] * bool(args.all) + ["--no-trunc"] * bool(args.no_trunc)))
+        listed = _engine_out(ctx, engine,
+                             *(argv + ["-a"] * bool(args.all) + ["--no-trunc"] * bool(args.no_trunc)))
         ctx.out.write(listed + "\n" if listed else "")
         return 0
     rows = _our_containers(ctx, every=args.all)
@@ -6754,12 +6868,14 @@ def _export_args(p) -> None:
     p.add_argument("PATH", help="a directory (an OCI image layout), or FILE.tar for an archive")
     p.add_argument("--tag", default="latest", help="tag inside the layout (default: latest)")
     p.add_argument("--image", action="store_true", dest="save_image",
-                   help="also save the pinned runtime image (podman/docker save), for hosts with no registry; "
-                   "the global --image (before the command) chooses which")
+                   help="also save the pinned runtime image (podman/docker save), for hosts with no "
+                        "registry; the global --image (before the command) chooses which")
 
 
-@command("export", help="write a model as an OCI layout directory or .tar (air-gapped transfer)", args=_export_args,
-         examples=["ramalama export llama3.2:1b /media/usb/llama.tar", "ramalama export --image llama3.2:1b /media/usb/llama"])
+@command("export", help="write a model as an OCI layout directory or .tar (air-gapped transfer)",
+         args=_export_args,
+         examples=["ramalama export llama3.2:1b /media/usb/llama.tar",
+                   "ramalama export --image llama3.2:1b /media/usb/llama"])
 def cmd_export(ctx) -> int:
     import json
     import shutil
@@ -6804,7 +6920,8 @@ def _import_args(p) -> None:
 
 
 @command("import", help="bring a model (and its runtime image) in from an exported layout", args=_import_args,
-         examples=["ramalama import /media/usb/llama.tar", "ramalama import /media/usb/llama ollama://llama3.2:1b"])
+         examples=["ramalama import /media/usb/llama.tar",
+                   "ramalama import /media/usb/llama ollama://llama3.2:1b"])
 def cmd_import(ctx) -> int:
     """A layout written by export: the model under its original name (or NAME), and the
     runtime image, when the layout carries one, loaded into the engine and pinned."""
@@ -6856,7 +6973,8 @@ def _completion_args(p) -> None:
 
 
 @command("completion", help="print a bash, zsh or fish completion script", args=_completion_args,
-         examples=["source <(ramalama completion bash)", "ramalama completion fish > ~/.config/fish/completions/ramalama.fish"])
+         examples=["source <(ramalama completion bash)",
+                   "ramalama completion fish > ~/.config/fish/completions/ramalama.fish"])
 def cmd_completion(ctx) -> int:
     ctx.out.write(completion_script(ctx.args.SHELL))
     return 0
@@ -6919,7 +7037,8 @@ _ramalama() {
         COMPREPLY=($(compgen -W "$flags" -- "$cur"))
     else
         case "$cmd" in
-            %(models)s) COMPREPLY=($(compgen -W "$(ramalama list --format '{{.Name}}' 2>/dev/null)" -- "$cur")) ;;
+            %(models)s) COMPREPLY=($(compgen -W "$(ramalama list --format '{{.Name}}' 2>/dev/null)" \
+                                      -- "$cur")) ;;
             *) COMPREPLY=($(compgen -f -- "$cur")) ;;
         esac
         declare -F __ltrim_colon_completions >/dev/null && __ltrim_colon_completions "$cur"
@@ -6967,11 +7086,13 @@ def _add_global_flags(p, after_command: bool = False) -> None:
     g.add_argument("--engine", metavar="NAME", **kw, help="container engine: podman or docker "
                    "(env RAMALAMA_CONTAINER_ENGINE; default: podman, else docker, else none)")
     g.add_argument("--nocontainer", action="store_true", **kw, help="run natively, not in a container")
-    g.add_argument("--runtime", choices=("llama.cpp", "vllm"), **kw, help="inference runtime (default llama.cpp)")
+    g.add_argument("--runtime", choices=("llama.cpp", "vllm"), **kw,
+                   help="inference runtime (default llama.cpp)")
     if "--image" not in p._option_string_actions:
         g.add_argument("--image", metavar="IMAGE", **kw, help="container image (env RAMALAMA_IMAGE; default "
                        "quay.io/ramalama/ramalama, or its cuda/rocm/intel-gpu variant)")
-    g.add_argument("--dryrun", "--dry-run", action="store_true", **kw, help="print what would run; change nothing")
+    g.add_argument("--dryrun", "--dry-run", action="store_true", **kw,
+                   help="print what would run; change nothing")
     g.add_argument("--debug", action="store_true", **kw, help="log requests and decisions to stderr")
     g.add_argument("-q", "--quiet", action="store_true", **kw, help="print no progress")
 
@@ -7002,7 +7123,8 @@ def command_parser(name: str):
     for c in COMMANDS:
         if name in c.names:
             p = _Parser.make(prog="ramalama " + c.names[0], description=c.help,
-                             epilog="examples:\n" + "\n".join("  " + e for e in c.examples) if c.examples else None)
+                             epilog="examples:\n" + "\n".join("  " + e for e in c.examples) if c.examples
+                             else None)
             if c.args:
                 c.args(p)
             _add_global_flags(p, after_command=True)
