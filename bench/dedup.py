@@ -77,7 +77,8 @@ def main() -> int:
                                                capture_output=True).stdout)
         store = du(work / "store")
         blobs = du(work / "store" / "blobs")
-        print("dedup %d models (ollama://, file://, hf:// x2, oci://; blob adopted from an ollama store): store %.2f MiB / file %.2f MiB = %.3f (target 1.00); "
+        print("dedup %d models (ollama://, file://, hf:// x2, oci://; blob adopted from an ollama store): "
+              "store %.2f MiB / file %.2f MiB = %.3f (target 1.00); "
               "metadata %.0f KiB (target < 1024 KiB)"
               % (len(listed), store / 2**20, len(data) / 2**20, store / len(data), (store - blobs) / 1024))
     finally:

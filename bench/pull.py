@@ -69,14 +69,17 @@ def main() -> int:
                 out.unlink()
                 shutil.rmtree(work / "oci", ignore_errors=True)
                 times["skopeo"].append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                                              "docker://%s/bench/big:1" % reg.host, "oci:%s:1" % (work / "oci")]))
+                                              "docker://%s/bench/big:1" % reg.host, "oci:%s:1"
+                                              % (work / "oci")]))
                 shutil.rmtree(work / "oci", ignore_errors=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         mib = opts.size_mib
         print("pull %d MiB vs curl+sha256sum: ours %.0f MiB/s, curl+sha256sum %.0f MiB/s, ratio %.2f "
-              "(ours/curl time, target <= 1.00)" % (mib, mib / med["ours"], mib / med["curl"], med["ours"] / med["curl"]))
+              "(ours/curl time, target <= 1.00)"
+              % (mib, mib / med["ours"], mib / med["curl"], med["ours"] / med["curl"]))
         print("pull %d MiB vs skopeo copy: ours %.0f MiB/s, skopeo %.0f MiB/s, ratio %.2f "
-              "(skopeo/ours time, target >= 2.00)" % (mib, mib / med["ours"], mib / med["skopeo"], med["skopeo"] / med["ours"]))
+              "(skopeo/ours time, target >= 2.00)"
+              % (mib, mib / med["ours"], mib / med["skopeo"], med["skopeo"] / med["ours"]))
         print("wall-clock medians of %d interleaved rounds" % opts.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)

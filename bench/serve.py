@@ -72,11 +72,12 @@ def main() -> int:
             ours.append(time_to_healthy(base + ["serve", "--host", "127.0.0.1", "--port", str(port),
                                                 "file://%s" % model], port, env))
             port = free_port()
-            direct.append(time_to_healthy([llama, "--host", "127.0.0.1", "--port", str(port), "--model", stored,
+            direct.append(time_to_healthy([llama, "--host", "127.0.0.1", "--port", str(port), "--model",
+                                           stored,
                                            "--alias", "file://%s" % model, "--n-gpu-layers", "0"], port, env))
         o, d = statistics.median(ours), statistics.median(direct)
-        print("serve to healthy: ours %.0f ms, llama-server direct %.0f ms, overhead %.0f ms (target <= 150 ms), "
-              "ratio %.2f" % (o * 1e3, d * 1e3, (o - d) * 1e3, o / d))
+        print("serve to healthy: ours %.0f ms, llama-server direct %.0f ms, overhead %.0f ms (target <= 150 "
+              "ms), ratio %.2f" % (o * 1e3, d * 1e3, (o - d) * 1e3, o / d))
         print("wall-clock medians of %d interleaved rounds" % opts.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -58,8 +58,10 @@ def interpreters() -> list:
     root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() if shutil.which(
         "pyenv") else os.path.expanduser("~/.pyenv")
     found = {}
-    for py in sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3"))) + ["/usr/bin/python3"]:
-        proc = subprocess.run([py, "-c", "import sys; print(sys.version.split()[0], sys.version_info >= (3, 9))"],
+    for py in sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin",
+                                            "python3"))) + ["/usr/bin/python3"]:
+        proc = subprocess.run([py, "-c",
+                               "import sys; print(sys.version.split()[0], sys.version_info >= (3, 9))"],
                               capture_output=True, text=True)
         if proc.returncode == 0 and proc.stdout.split()[1] == "True":
             found.setdefault(proc.stdout.split()[0], py)
@@ -98,8 +100,8 @@ def main() -> int:
                 for name, cmd in cmds.items():
                     times[name].append(cpu_time(cmd, env))
             med = {k: statistics.median(v) for k, v in times.items()}
-            print("Python %-7s --help %.1f ms: %.2fx -c pass, %.2fx a trivial argparse zipapp (target <= 1.25); "
-                  "list 1000 models %.2fx --help (target <= 2.00)"
+            print("Python %-7s --help %.1f ms: %.2fx -c pass, %.2fx a trivial argparse zipapp (target <= "
+                  "1.25); list 1000 models %.2fx --help (target <= 2.00)"
                   % (version, med["help"] * 1e3, med["help"] / med["pass"], med["help"] / med["trivial"],
                      med["list"] / med["help"]))
         if not opts.no_anchor:

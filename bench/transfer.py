@@ -77,15 +77,18 @@ def main() -> int:
                 if anchor:
                     shutil.rmtree(work / "anchor-store", ignore_errors=True)
                     try:
-                        times["anchor"].append(timed(anchor + ["--store", str(work / "anchor-store"), "pull", url],
-                                                     dict(env, PATH="%s:%s" % (Path(anchor[0]).parent, env["PATH"]))))
+                        times["anchor"].append(timed(anchor
+                                                     + ["--store", str(work / "anchor-store"), "pull", url],
+                                                     dict(env, PATH="%s:%s"
+                                                          % (Path(anchor[0]).parent, env["PATH"]))))
                     except subprocess.CalledProcessError:
                         anchor = None
             med = {k: statistics.median(v) for k, v in times.items() if v}
             mb = size / 1e6
-            print("throttled 20 MB/s per connection, %d MB: ours %.0f MB/s, ours --parallel 1 %.0f MB/s, curl %.0f MB/s, "
-                  "speedup %.1fx over one connection (target >= 6x)"
-                  % (opts.size_mb, mb / med["ours"], mb / med["one"], mb / med["curl"], med["one"] / med["ours"]))
+            print("throttled 20 MB/s per connection, %d MB: ours %.0f MB/s, ours --parallel 1 %.0f MB/s, "
+                  "curl %.0f MB/s, speedup %.1fx over one connection (target >= 6x)"
+                  % (opts.size_mb, mb / med["ours"], mb / med["one"], mb / med["curl"],
+                     med["one"] / med["ours"]))
             if "anchor" in med:
                 print("anchor ramalama 0.25 on the same URL: %.0f MB/s, ours %.1fx faster"
                       % (mb / med["anchor"], med["anchor"] / med["ours"]))
@@ -121,9 +124,11 @@ def main() -> int:
             probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
                      "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
             out = subprocess.run([py, "-c", probe, py, str(pyz), "--store", str(work / "rss"), "-q", "pull",
-                                  srv.url + "/big.gguf"], check=True, capture_output=True, text=True, env=env).stdout
+                                  srv.url + "/big.gguf"], check=True, capture_output=True, text=True,
+                                 env=env).stdout
             print("peak RSS of a 1 GiB pull: %.1f MiB (target <= 64 MiB)" % (int(out.split()[-1]) / 1024))
-        print("medians of %d interleaved rounds; CDN played by tests/servers.py with a per-connection token bucket"
+        print("medians of %d interleaved rounds; CDN played by tests/servers.py with a per-connection token "
+              "bucket"
               % opts.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -72,7 +72,8 @@ class FakeHub:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = "http://127.0.0.1:%d" % self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc):
@@ -138,13 +139,15 @@ class FakeHub:
         if api and kind == "tree":
             query = urllib.parse.parse_qs(split.query)
             cursor = int(query.get("cursor", ["0"])[0])
-            dirs = sorted({"/".join(p.split("/")[:i]) for p in repo.files for i in range(1, p.count("/") + 1)})
+            dirs = sorted({"/".join(p.split("/")[:i]) for p in repo.files
+                           for i in range(1, p.count("/") + 1)})
             entries = sorted([{"type": "directory", "oid": "0" * 40, "size": 0, "path": d} for d in dirs]
                              + [self._entry(repo, p) for p in repo.files], key=lambda e: e["path"])
             page = entries[cursor:cursor + PAGE]
             headers = {}
             if cursor + PAGE < len(entries):
-                nxt = "%s/api/models/%s/tree/%s?recursive=true&cursor=%d" % (self.public_url or self.url, name, rev, cursor + PAGE)
+                nxt = "%s/api/models/%s/tree/%s?recursive=true&cursor=%d" % (
+                    self.public_url or self.url, name, rev, cursor + PAGE)
                 headers["Link"] = '<%s>; rel="next"' % nxt
             return self._send(h, 200, json.dumps(page).encode(), headers, head)
         if not api and kind == "resolve":
@@ -156,7 +159,8 @@ class FakeHub:
                 sha = hashlib.sha256(data).hexdigest()
                 location = "%s/repos/%s/%s?X-Amz-Signature=abc" % (self.cdn_url or self.cdn.url, name, sha)
                 return self._send(h, 302, b"", {"Location": location, "X-Repo-Commit": commit,
-                                                "X-Linked-Etag": '"%s"' % sha, "X-Linked-Size": str(len(data)),
+                                                "X-Linked-Etag": '"%s"' % sha,
+                                                "X-Linked-Size": str(len(data)),
                                                 "ETag": '"%s"' % git_blob_sha1(data)}, head)
             return self._send(h, 200, data, {"ETag": '"%s"' % git_blob_sha1(data), "X-Repo-Commit": commit,
                                              "Content-Type": "application/octet-stream"}, head)

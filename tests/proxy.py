@@ -63,7 +63,8 @@ class Squid:
             passwd = os.path.join(d, "passwd")
             with open(passwd, "w") as f:
                 f.write("".join(subprocess.run(["htpasswd", "-bn", u, p], check=True, capture_output=True,
-                                               text=True).stdout.strip() + "\n" for u, p in self.users.items()))
+                                               text=True).stdout.strip() + "\n" for u,
+                                p in self.users.items()))
             lines += ["auth_param basic program %s %s" % (NCSA_AUTH, passwd), "auth_param basic realm test",
                       "acl authed proxy_auth REQUIRED", "http_access deny !authed"]
         lines += ["http_access allow localnet", "http_access deny all"]

@@ -70,7 +70,8 @@ def build_llama_image(llama_server: str, tmp: Path, env: dict, tag: str) -> None
     """`podman import` the rootfs as `tag`, with the PATH an image's config carries (kube play
     and compose take it from there)."""
     tar = llama_rootfs_tar(llama_server, tmp / "rootfs.tar")
-    subprocess.run(["podman", "import", "--quiet", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", str(tar), tag],
+    subprocess.run(["podman", "import", "--quiet", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+                    str(tar), tag],
                    check=True, capture_output=True,
                    env=dict(os.environ, **env), timeout=300)
 
@@ -110,7 +111,8 @@ class H(http.server.BaseHTTPRequestHandler):
             with open(os.environ["FAKE_VLLM_LOG"], "a") as f:
                 f.write(json.dumps({"messages": req["messages"]}) + "\n")
         words = ["vllm", "says:"] + req["messages"][-1]["content"].split()
-        chunks = b"".join(b"data: " + json.dumps({"choices": [{"delta": {"content": w + " "}}]}).encode() + b"\n\n"
+        chunks = b"".join(b"data: " + json.dumps({"choices": [{"delta": {"content": w + " "}}]}).encode()
+                          + b"\n\n"
                           for w in words) + b"data: [DONE]\n\n"
         self._send(200, chunks, "text/event-stream")
 

@@ -40,14 +40,16 @@ def llama_processes(marker: str) -> list:
 
 
 def podman(penv, *argv):
-    return subprocess.run(["podman"] + list(argv), capture_output=True, text=True, env=dict(os.environ, **penv))
+    return subprocess.run(["podman"] + list(argv), capture_output=True, text=True,
+                          env=dict(os.environ, **penv))
 
 
 def start_serving(store, model, engine_flags, env, *extra, port=None):
     """`serve` in the foreground until it announces the endpoint; (process, port). No model
     (None) serves the whole store."""
     port = port or free_port()
-    proc = ramalama(store, *engine_flags, "serve", "--port", str(port), *extra, *[model] if model else [], env=env)
+    proc = ramalama(store, *engine_flags, "serve", "--port", str(port), *extra, *[model] if model else [],
+                    env=env)
     seen = []
     for line in proc.stderr:                   # e.g. "pinned <image> to <digest>" comes first
         seen.append(line)
@@ -69,7 +71,8 @@ def leftovers(store, run_env) -> list:
     """Model servers still running: our llama-server processes and labelled containers."""
     left = llama_processes(str(store))
     if "CONTAINERS_CONF" in run_env:
-        names = subprocess.run(["podman", "ps", "-a", "--filter", "label=ai.ramalama", "--format", "{{.Names}}"],
+        names = subprocess.run(["podman", "ps", "-a", "--filter", "label=ai.ramalama", "--format",
+                                "{{.Names}}"],
                                capture_output=True, text=True, env=run_env).stdout.split()
         left += names
     return left

@@ -27,7 +27,8 @@ def other_host(tmp_path, name):
     store = tmp_path / name / "store"
 
     def call(*argv, env_extra=None):
-        return subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + [str(a) for a in argv],
+        return subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)]
+                              + [str(a) for a in argv],
                               capture_output=True, text=True, env=dict(env, **(env_extra or {})))
     return call, store
 
@@ -87,14 +88,16 @@ def test_skopeo_reads_our_export_and_we_read_skopeos(cli, store, model_file, tmp
     exported = cli("export", "file://%s" % model_file, layout).out.strip()
     subprocess.run([skopeo, "copy", "--quiet", "--dest-tls-verify=false", "oci:%s:latest" % layout,
                     "docker://%s/airgap/tiny:1" % registry.host], check=True, capture_output=True)
-    raw = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", "docker://%s/airgap/tiny:1" % registry.host],
+    raw = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", "docker://%s/airgap/tiny:1"
+                          % registry.host],
                          check=True, capture_output=True).stdout
     assert ramalama._sha256_bytes(raw) == exported              # the same manifest, byte for byte
     other = tmp_path / "store2"
     assert cli("--store", other, "pull", "oci://%s/airgap/tiny:1" % registry.host).code == 0
     assert blobs(other) == blobs(store)
     copied = tmp_path / "skopeo-layout"
-    subprocess.run([skopeo, "copy", "--quiet", "--src-tls-verify=false", "docker://%s/airgap/tiny:1" % registry.host,
+    subprocess.run([skopeo, "copy", "--quiet", "--src-tls-verify=false", "docker://%s/airgap/tiny:1"
+                    % registry.host,
                     "oci:%s:t" % copied], check=True, capture_output=True)
     r = cli("--store", tmp_path / "store3", "pull", "oci-layout:%s:t" % copied)
     assert r.code == 0 and blobs(tmp_path / "store3") == blobs(store), r
@@ -109,7 +112,8 @@ def test_mirrors(cli, store, model_file, tmp_path, registry, env):
                     % (registry.host, registry.host))
     r = cli("--debug", "pull", "oci://upstream.invalid/mirrored/tiny:1")
     assert r.code == 0, r                            # the upstream does not even resolve
-    assert "upstream.invalid" not in [line.split("/")[2] for line in r.err.splitlines() if line.startswith("debug: GET")]
+    assert "upstream.invalid" not in [line.split("/")[2] for line in r.err.splitlines()
+                                      if line.startswith("debug: GET")]
     r = cli("pull", "oci://%s/mirrored/tiny:1" % registry.host)     # a dead mirror: the upstream is used
     assert r.code == 0 and "mirror 127.0.0.1:9" in r.err
     info = json.loads(cli("info").out)
@@ -143,12 +147,14 @@ def test_bash_completion(cli, model_file, ramalama_on_path):
     assert complete(ramalama_on_path, ["ramalama", "pu"]) == ["pull", "push"]
     assert "--parallel" in complete(ramalama_on_path, ["ramalama", "pull", "--par"])
     assert cli("pull", "file://%s" % model_file).code == 0
-    assert complete(ramalama_on_path, ["ramalama", "--store", "x", "inspect", "file"]) == ["file://%s" % model_file]
+    assert complete(ramalama_on_path,
+                    ["ramalama", "--store", "x", "inspect", "file"]) == ["file://%s" % model_file]
 
 
 def test_zsh_and_fish_completion(cli):
     zsh = cli("completion", "zsh").out
-    assert zsh.startswith("#compdef ramalama") and "bashcompinit" in zsh and "complete -F _ramalama ramalama" in zsh
+    assert zsh.startswith("#compdef ramalama") and "bashcompinit" in zsh
+    assert "complete -F _ramalama ramalama" in zsh
     fish = cli("completion", "fish").out.splitlines()
     assert "complete -c ramalama -n __fish_use_subcommand -a pull -d 'pull models into the store'" in fish
     assert "complete -c ramalama -n '__fish_seen_subcommand_from pull' -l parallel" in fish

@@ -71,7 +71,8 @@ def test_archive_layout(pyz):
         pycs = {n for n in names if n.endswith(".pyc")}
         assert pycs == {n for n in pycs if re.fullmatch(r"site-packages/ramalama\.cpython-3\d+\.pyc", n)}
         assert {i.filename for i in infos if i.compress_type == zipfile.ZIP_STORED} == pycs
-        assert {i.compress_type for i in infos if i.compress_type != zipfile.ZIP_STORED} == {zipfile.ZIP_DEFLATED}
+        assert {i.compress_type for i in infos
+                if i.compress_type != zipfile.ZIP_STORED} == {zipfile.ZIP_DEFLATED}
         assert zf.read("site-packages/ramalama.py") == (ROOT / "ramalama.py").read_bytes()
         env = json.loads(zf.read("environment.json"))
         assert env["shiv_version"] == "1.0.8"

@@ -24,7 +24,8 @@ def test_help_lists_every_command(cli):
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_has_help(cli, name):
     r = cli(name, "--help")
-    assert r.code == 0 and r.out.startswith("usage: ramalama " + {"ls": "list", "ps": "containers"}.get(name, name))
+    assert r.code == 0 and r.out.startswith("usage: ramalama "
+                                            + {"ls": "list", "ps": "containers"}.get(name, name))
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -71,13 +72,16 @@ def test_list_outputs(cli, tmp_path, tiny_gguf):
         assert cli("pull", "file://%s" % p).code == 0
     table = cli("list").out.splitlines()
     assert table[0].split() == ["NAME", "MODIFIED", "SIZE"]
-    assert [line.split()[0] for line in table[1:]] == ["file://%s/a.gguf" % tmp_path, "file://%s/b.gguf" % tmp_path]
+    assert [line.split()[0] for line in table[1:]] == ["file://%s/a.gguf" % tmp_path, "file://%s/b.gguf"
+                                                       % tmp_path]
     assert table[1].split()[1:3] == ["Just", "now"]
     assert len(cli("list", "-n").out.splitlines()) == 2
     rows = json.loads(cli("ls", "--json").out)
-    assert [sorted(r) for r in rows] == [["damaged", "modified", "name", "path", "shortname", "size", "store"]] * 2
+    keys = ["damaged", "modified", "name", "path", "shortname", "size", "store"]
+    assert [sorted(r) for r in rows] == [keys] * 2
     assert rows[0]["size"] == tiny_gguf.stat().st_size + 6
-    assert [r["name"] for r in json.loads(cli("list", "--json", "--sort", "modified").out)][0].endswith("a.gguf")
+    by_age = json.loads(cli("list", "--json", "--sort", "modified").out)
+    assert by_age[0]["name"].endswith("a.gguf")
 
 
 def test_list_on_an_empty_store(cli, store):
@@ -104,7 +108,8 @@ def test_store_from_env_and_dryrun(env, tmp_path, model_file):
     store = tmp_path / "envstore"
     code = ramalama.main(["--dryrun", "pull", "file://%s" % model_file],
                          env=dict(env, RAMALAMA_STORE=str(store)), stdout=out, stderr=err)
-    assert code == 0 and out.getvalue().startswith("would pull file://%s into %s/repos/file/" % (model_file, store))
+    assert code == 0 and out.getvalue().startswith("would pull file://%s into %s/repos/file/"
+                                                   % (model_file, store))
     assert not store.exists()
 
 
@@ -138,10 +143,13 @@ def test_progress_bars_on_a_tty():
             up, chunk = chunk.split("A", 1)
             del screen[len(screen) - int(up):]
         for line in chunk.split("\n")[:-1]:
-            screen.append(line.replace("\r", "").replace("K", "", 1) if line.startswith(("\rK", "K")) else line)
+            screen.append(line.replace("\r", "").replace("K", "", 1) if line.startswith(("\rK", "K"))
+                          else line)
     assert len(screen) == 2
-    assert screen[0].startswith("mmproj.gguf") and "100% [########################] 1.0 MiB/1.0 MiB" in screen[0]
-    assert screen[1].startswith("model.gguf") and "100% [########################] 4.0 MiB/4.0 MiB 1.0 MiB/s" in screen[1]
+    assert screen[0].startswith("mmproj.gguf")
+    assert "100% [########################] 1.0 MiB/1.0 MiB" in screen[0]
+    assert screen[1].startswith("model.gguf")
+    assert "100% [########################] 4.0 MiB/4.0 MiB 1.0 MiB/s" in screen[1]
 
 
 def test_pull_many_continues_after_a_failure(cli, store, model_file):

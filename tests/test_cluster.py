@@ -56,7 +56,8 @@ def test_a_registry_model_reaches_any_node_by_digest(cli, store, pushed, model_f
     manifest = json.loads((store / ("repos/oci/%s/models/tiny/1/.ref.json" % reg.host)).read_text())
     digest = manifest["meta"]["manifest_digest"] if "meta" in manifest else manifest["manifest_digest"]
     assert "hostPath" not in text and "hostPort" not in text
-    assert deployment["metadata"]["annotations"]["ai.ramalama.model"] == "%s/models/tiny@%s" % (reg.host, digest)
+    by_digest = "%s/models/tiny@%s" % (reg.host, digest)
+    assert deployment["metadata"]["annotations"]["ai.ramalama.model"] == by_digest
     assert pod["volumes"] == [{"name": "model", "emptyDir": {"sizeLimit": "64Mi"}}]
     init, = pod["initContainers"]
     assert init["image"].endswith("@sha256:" + "ab" * 32)
@@ -68,7 +69,8 @@ def test_a_registry_model_reaches_any_node_by_digest(cli, store, pushed, model_f
     argv = list(init["command"])
     argv[argv.index("/mnt/models")] = str(dest)
     argv[argv.index("https://" + reg.host)] = "http://" + reg.host          # this test registry is plain HTTP
-    r = subprocess.run([sys.executable if a == "python3" else a for a in argv], capture_output=True, text=True,
+    r = subprocess.run([sys.executable if a == "python3" else a for a in argv], capture_output=True,
+                       text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert sha256(dest / "tiny.gguf") == sha256(model_file) and not list(dest.glob("*.part"))
@@ -85,7 +87,8 @@ def test_the_init_fetch_refuses_bytes_that_do_not_match(cli, pushed, tmp_path):
     argv[-1] = json.dumps([[files[0][0], wrong]])
     argv[argv.index("/mnt/models")] = str(tmp_path / "node")
     argv[argv.index("https://" + reg.host)] = "http://" + reg.host
-    r = subprocess.run([sys.executable if a == "python3" else a for a in argv], capture_output=True, text=True,
+    r = subprocess.run([sys.executable if a == "python3" else a for a in argv], capture_output=True,
+                       text=True,
                        timeout=120)
     assert r.returncode != 0 and not (tmp_path / "node" / "tiny.gguf").exists()
 
@@ -97,7 +100,8 @@ def test_an_image_volume_names_the_artifact_by_digest(cli, pushed, tmp_path):
     assert "hostPath" not in text and "initContainers" not in pod
     volume, = pod["volumes"]
     assert volume["image"]["reference"].startswith("%s/models/tiny@sha256:" % reg.host)
-    assert pod["containers"][0]["volumeMounts"] == [{"name": "model", "mountPath": "/mnt/models", "readOnly": True}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "model", "mountPath": "/mnt/models",
+                                                     "readOnly": True}]
     validate(docs, IMAGE_VERSIONS)
     import kubernetes_validate
     with pytest.raises(kubernetes_validate.ValidationError):

@@ -50,16 +50,19 @@ def test_chat_and_models_against_serve(store, model, engine, keyed):
     port = free_port()
     proc = None
     if in_podman:
-        r = cli_run(store, *flags, "serve", "-d", "--name", "chat-target", "--port", str(port), model, env=served_env)
+        r = cli_run(store, *flags, "serve", "-d", "--name", "chat-target", "--port", str(port), model,
+                    env=served_env)
         assert r.returncode == 0 and r.stdout.strip() == "chat-target", r.stderr
         where, url = ["--engine", "podman"], []          # found as the one model container serving
     else:
         proc, port = start_serving(store, model, flags, served_env, "--temp", "0", port=port)
         where, url = [], ["--url", "http://127.0.0.1:%d/v1" % port]
     try:
-        r = cli_run(store, *where, "chat", *url, "--temp", "0", "--max-tokens", "8", "hello there", env=served_env)
+        r = cli_run(store, *where, "chat", *url, "--temp", "0", "--max-tokens", "8", "hello there",
+                    env=served_env)
         assert r.returncode == 0 and r.stdout.endswith("\n") and "Traceback" not in r.stderr, r.stderr
-        r = cli_run(store, *where, "chat", *url, "--max-tokens", "8", env=served_env, stdin="a prompt on stdin\n")
+        r = cli_run(store, *where, "chat", *url, "--max-tokens", "8", env=served_env,
+                    stdin="a prompt on stdin\n")
         assert r.returncode == 0, r.stderr
         r = cli_run(store, *where, "models", *url, "--json", env=served_env)
         assert r.returncode == 0 and json.loads(r.stdout) == [model], r.stderr
@@ -84,8 +87,8 @@ def test_chat_without_a_server_is_one_line(store, env):
     port = free_port()                              # nothing listens there
     r = cli_run(store, "chat", "--url", "http://127.0.0.1:%d/v1" % port, "hi", env=env)
     assert r.returncode == 1
-    assert one_error_line(r) == ("Error: no model server answers at http://127.0.0.1:%d/v1 (Connection refused); "
-                                 "start one with `ramalama serve -d MODEL`, or pass --url" % port)
+    assert one_error_line(r) == ("Error: no model server answers at http://127.0.0.1:%d/v1 (Connection "
+                                 "refused); start one with `ramalama serve -d MODEL`, or pass --url" % port)
     r = cli_run(store, "models", "--url", "ftp://example.com", env=env)
     assert r.returncode == 2 and "not an http(s) URL" in one_error_line(r)
 
@@ -114,16 +117,20 @@ def test_perplexity_scores_a_text_or_says_why_not(store, model, engine, tmp_path
     flags, run_env = engine
     text = tmp_path / "sample.txt"
     text.write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 150))
-    by_file = cli_run(store, *flags, "perplexity", "--ctx-size", "128", "--file", str(text), model, env=run_env)
-    by_stdin = cli_run(store, *flags, "perplexity", "--ctx-size", "128", model, env=run_env, stdin=text.read_text())
+    by_file = cli_run(store, *flags, "perplexity", "--ctx-size", "128", "--file", str(text), model,
+                      env=run_env)
+    by_stdin = cli_run(store, *flags, "perplexity", "--ctx-size", "128", model, env=run_env,
+                       stdin=text.read_text())
     for r in (by_file, by_stdin):
         assert r.returncode == 0, r.stderr
-        assert re.search(r"^\[1\]\d+\.\d+,\[2\]\d+\.\d+,", r.stdout, re.M), r.stdout      # per-chunk perplexity
+        assert re.search(r"^\[1\]\d+\.\d+,\[2\]\d+\.\d+,", r.stdout,
+                         re.M), r.stdout      # per-chunk perplexity
         # llama.cpp's log thread can lose a tool's last lines at exit (its issue 22142): then the
         # running estimate is pointed at instead
         assert ("Final estimate: PPL = " in r.stderr) != ("closing lines were lost" in r.stderr), r.stderr
     r = cli_run(store, *flags, "perplexity", model, env=run_env, stdin="far too short")
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: llama-perplexity computed nothing")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: llama-perplexity "
+                                                                              "computed nothing")
     r = cli_run(store, *flags, "perplexity", "--file", str(tmp_path / "missing.txt"), model, env=run_env)
     assert r.returncode == 2 and "no such file" in one_error_line(r)
     assert leftovers(store, run_env) == []
@@ -145,7 +152,8 @@ def test_a_stopped_bench_leaves_nothing_running(store, model, engine):
 def running_bench(run_env) -> bool:
     procs = subprocess.run(["pgrep", "-f", "llama-bench"], capture_output=True, text=True).stdout.split()
     if "CONTAINERS_CONF" in run_env:
-        return bool(podman(run_env, "ps", "--filter", "label=ai.ramalama", "--format", "{{.Names}}").stdout.split())
+        return bool(podman(run_env, "ps", "--filter", "label=ai.ramalama", "--format",
+                           "{{.Names}}").stdout.split())
     return bool(procs)
 
 
@@ -223,8 +231,10 @@ def test_generated_kube_runs_under_podman_kube_play(store, model, env, podman_im
                                                           "max_tokens": 8})
         assert answer["choices"][0]["message"]["role"] == "assistant"
         names = podman(run_env, "ps", "--format", "{{.Names}}").stdout.split()
-        server = json.loads(podman(run_env, "inspect", [n for n in names if "model-server" in n][0]).stdout)[0]
-        infra = json.loads(podman(run_env, "inspect", [n for n in names if n.endswith("-infra")][0]).stdout)[0]
+        server = json.loads(podman(run_env, "inspect",
+                                   [n for n in names if "model-server" in n][0]).stdout)[0]
+        infra = json.loads(podman(run_env, "inspect",
+                                  [n for n in names if n.endswith("-infra")][0]).stdout)[0]
         assert infra["HostConfig"]["PortBindings"] == {"%d/tcp" % port: [{"HostIp": "127.0.0.1",
                                                                           "HostPort": str(port)}]}
         assert server["ImageName"].split("@")[1] == pinned(store, tag)             # by digest
@@ -273,7 +283,8 @@ def test_generated_compose_runs_under_podman_compose(store, model, env, podman_i
         answer = post_json(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
                                                           "max_tokens": 8})
         assert answer["choices"][0]["message"]["role"] == "assistant"
-        names = podman(run_env, "ps", "--filter", "label=ai.ramalama", "--format", "{{.Names}}").stdout.split()
+        names = podman(run_env, "ps", "--filter", "label=ai.ramalama", "--format",
+                       "{{.Names}}").stdout.split()
         server = json.loads(podman(run_env, "inspect", names[0]).stdout)[0]
         assert server["HostConfig"]["PortBindings"] == {"%d/tcp" % port: [{"HostIp": "127.0.0.1",
                                                                            "HostPort": str(port)}]}
@@ -288,7 +299,8 @@ def test_generated_compose_runs_under_podman_compose(store, model, env, podman_i
 def test_generated_quadlet_is_accepted_by_podmans_generator(cli, store, model, tmp_path):
     import glob
     from test_launch import pin
-    generator = next(iter(glob.glob("/usr/libexec/podman/quadlet") + glob.glob("/usr/lib/podman/quadlet")), None)
+    generator = next(iter(glob.glob("/usr/libexec/podman/quadlet") + glob.glob("/usr/lib/podman/quadlet")),
+                     None)
     if generator is None:
         pytest.skip("this podman has no quadlet generator (podman 4.4 and later have one)")
     pin(store, "quay.io/ramalama/ramalama:latest")

@@ -47,14 +47,16 @@ def test_env_beats_files_and_ramalama_config_is_the_only_file(dirs, tmp_path):
     only = write(tmp_path / "only.conf", "[ramalama]\nruntime = 'vllm'\n")
     cfg = load(dirs, RAMALAMA_STORE="/env-store", RAMALAMA_TRANSPORTS="huggingface")
     assert cfg.get("store") == "/env-store" and cfg.get("transport") == "huggingface"
-    cfg = load(dirs, RAMALAMA_CONFIG=str(only), RAMALAMA_IMAGE="env/image", RAMALAMA_CONTAINER_ENGINE="docker")
+    cfg = load(dirs, RAMALAMA_CONFIG=str(only), RAMALAMA_IMAGE="env/image",
+               RAMALAMA_CONTAINER_ENGINE="docker")
     assert cfg.files == [str(only)]
     assert (cfg.get("runtime"), cfg.get("store"), cfg.get("image"), cfg.get("engine")) == (
         "vllm", None, "env/image", "docker")
 
 
 def test_unknown_keys_and_tables_are_kept_not_fatal(dirs):
-    write(dirs[1] / "ramalama.conf", "[ramalama]\nrag_image = \"quay.io/x/rag\"\n[ramalama.download]\nconnections = 8\n")
+    write(dirs[1] / "ramalama.conf",
+          "[ramalama]\nrag_image = \"quay.io/x/rag\"\n[ramalama.download]\nconnections = 8\n")
     cfg = load(dirs)
     assert cfg.unknown_keys() == ["rag_image"]
     assert cfg.get("download") == {"connections": 8}
@@ -85,11 +87,13 @@ def test_missing_ramalama_config_file(dirs, tmp_path):
 
 def test_shortnames_from_every_dir_later_wins(dirs):
     share, etc, xdg = dirs
-    write(share / "shortnames.conf", '[shortnames]\n"tiny" = "hf://a/tiny"\n"granite" = "ollama://granite3"\n')
+    write(share / "shortnames.conf",
+          '[shortnames]\n"tiny" = "hf://a/tiny"\n"granite" = "ollama://granite3"\n')
     write(xdg / "ramalama" / "shortnames.conf", '[shortnames]\n"tiny" = "hf://b/tiny:Q8_0"\n')
     cfg = load(dirs)
     names = cfg.shortnames
-    assert (names["tiny"], names["granite"]) == ("hf://b/tiny:Q8_0", "ollama://granite3")   # files beat built-ins
+    assert (names["tiny"], names["granite"]) == ("hf://b/tiny:Q8_0",
+                                                 "ollama://granite3")   # files beat built-ins
     assert cfg.shortname_sources["granite"] == str(share / "shortnames.conf")
     assert names["tinyllama"] == "hf://TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF"             # a built-in
     assert cfg.shortname_sources["tinyllama"] == "built-in"

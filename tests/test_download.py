@@ -198,7 +198,8 @@ def _pull_proc(store, url, env_extra=None):
 def _wait_for_partial(store, at_least, proc, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        parts = [f for f in os.listdir(store / "tmp") if f.endswith(".partial")] if (store / "tmp").exists() else []
+        parts = [f for f in os.listdir(store / "tmp")
+                 if f.endswith(".partial")] if (store / "tmp").exists() else []
         if parts and os.path.getsize(store / "tmp" / parts[0]) >= at_least:
             return store / "tmp" / parts[0]
         assert proc.poll() is None, proc.communicate()

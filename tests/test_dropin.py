@@ -71,7 +71,8 @@ def flag(argv, name):
     return argv[argv.index(name) + 1]
 
 
-def test_ramalamas_own_config_files_work_and_take_effect(cli, env, tmp_path, model_file, packaged_system_config):
+def test_ramalamas_own_config_files_work_and_take_effect(cli, env, tmp_path, model_file,
+                                                         packaged_system_config):
     user = Path(env["XDG_CONFIG_HOME"]) / "ramalama" / "ramalama.conf"
     user.parent.mkdir(parents=True)
     user.write_text(USER_CONF)
@@ -113,9 +114,11 @@ def test_gpu_selection_variables_pick_the_image_and_reach_the_container(cli, sto
     argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "serve", ref,
                            env_extra={"CUDA_VISIBLE_DEVICES": "2,3", "RAMALAMA_GPU": ""}))
     assert "quay.io/ramalama/cuda@" + DIGEST in argv
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--device"] == ["nvidia.com/gpu=2", "nvidia.com/gpu=3"]
+    assert [argv[i + 1] for i, a in enumerate(argv)
+            if a == "--device"] == ["nvidia.com/gpu=2", "nvidia.com/gpu=3"]
     assert "CUDA_VISIBLE_DEVICES=0,1" in argv                # numbered from zero inside
-    argv = dryrun_argv(cli("--engine", "docker", "--dryrun", "serve", ref, env_extra={"CUDA_VISIBLE_DEVICES": "1"}))
+    argv = dryrun_argv(cli("--engine", "docker", "--dryrun", "serve", ref,
+                           env_extra={"CUDA_VISIBLE_DEVICES": "1"}))
     assert flag(argv, "--gpus") == "device=1"
     argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "serve", ref,
                            env_extra={"HIP_VISIBLE_DEVICES": "0", "HSA_OVERRIDE_GFX_VERSION": "10.3.0"}))
@@ -143,7 +146,8 @@ def test_every_shortname_resolves_to_the_model_ramalama_resolves_it_to(anchor, e
     import ramalama
     cmd, share = anchor
     bare = ["ibm-granite/granite-3.3-8b-instruct-GGUF", "bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0"]
-    proc = run([cmd[0], "-c", RESOLVE] + bare, env=dict(env, HOME=str(tmp_path)), cwd=tmp_path)   # not our ramalama.py
+    proc = run([cmd[0], "-c", RESOLVE] + bare, env=dict(env, HOME=str(tmp_path)),
+               cwd=tmp_path)   # not our ramalama.py
     assert proc.returncode == 0, proc.stderr
     theirs = json.loads(proc.stdout)
     assert theirs["files"] == [str(share / "shortnames.conf")] and len(theirs["shortnames"]) >= 180
@@ -188,7 +192,8 @@ def test_command_lines_scripts_use_give_what_scripts_read(anchor, env, tmp_path,
     assert set(theirs) <= set(ours)
     assert {k: type(v) for k, v in theirs.items()} == {k: type(ours[k]) for k in theirs}
     assert (theirs["name"], theirs["shortname"]) == (ours["name"], ours["shortname"])
-    assert ours["size"] == model_file.stat().st_size <= theirs["size"]   # ramalama adds a chat template it extracts
+    # ramalama adds a chat template it extracts
+    assert ours["size"] == model_file.stat().st_size <= theirs["size"]
     assert datetime.fromisoformat(ours["modified"]).tzinfo is not None
     a, b = both("info")
     assert set(json.loads(a.stdout)) <= set(json.loads(b.stdout))
@@ -225,7 +230,8 @@ def test_container_flags_ramalama_accepts_reach_the_engine(cli, store, model_fil
     pin(store, "quay.io/ramalama/cuda:latest")
     argv = dryrun_argv(cli("--engine", "podman", "--dryrun", "serve", "--env", "A=1", "--network", "host",
                            "--privileged", "--selinux", "false", "--keep-groups", "--oci-runtime", "runc",
-                           "--device", "none", "--max-tokens", "9", ref, env_extra={"RAMALAMA_GPU": "nvidia"}))
+                           "--device", "none", "--max-tokens", "9", ref,
+                           env_extra={"RAMALAMA_GPU": "nvidia"}))
     image = argv.index("quay.io/ramalama/cuda@" + DIGEST)
     engine_part = argv[:image]
     for expected in ("--env=A=1", "--network=host", "--privileged", "--security-opt=label=disable",
@@ -249,7 +255,8 @@ def tree_state(root: Path) -> dict:
     return state
 
 
-def test_models_ramalama_pulled_are_used_adopted_and_never_changed(anchor, env, tmp_path, model_file, tiny_gguf,
+def test_models_ramalama_pulled_are_used_adopted_and_never_changed(anchor, env, tmp_path, model_file,
+                                                                   tiny_gguf,
                                                                    llama_server):
     import json
     from hub import FakeHub, Repo
@@ -276,7 +283,8 @@ def test_models_ramalama_pulled_are_used_adopted_and_never_changed(anchor, env, 
         assert facts["architecture"] == "llama" and facts["path"].startswith(str(store / "store"))
         r = ours("--nocontainer", "run", "--temp", "0", "--seed", "1", "hf://org/tiny-GGUF", "hello there")
         assert r.returncode == 0 and r.stdout.strip(), r.stderr       # llama-server ran ramalama's file
-        r = ours("pull", "hf://org/tiny-GGUF")                        # adopted: hash verified, nothing fetched
+        r = ours("pull",
+                 "hf://org/tiny-GGUF")                        # adopted: hash verified, nothing fetched
         assert r.returncode == 0 and "reused from" in r.stderr, r.stderr
         assert len(hub.cdn.requests) == cdn_before
         assert sha256(tiny_gguf) in os.listdir(store / "blobs" / "sha256")
@@ -335,13 +343,14 @@ def test_models_ramalama_keeps_as_podman_images(anchor, env, tmp_path, model_fil
             store = tmp_path / "ours"
 
             def ours(*argv):
-                return run([sys.executable, ROOT / "ramalama.py", "--store", store, "--engine", "podman"] + list(argv),
+                return run([sys.executable, ROOT / "ramalama.py", "--store", store, "--engine", "podman"]
+                           + list(argv),
                            env=run_env)
             assert "%s (ramalama, podman image)" % target in ours("list").stdout
             facts = json.loads(ours("inspect", "--json", target).stdout)
             assert facts["architecture"] == "llama"
             r = ours("--nocontainer", "run", "--temp", "0", "--seed", "1", target, "hello there")
-            assert r.returncode == 0 and r.stdout.strip(), r.stderr           # llama-server ran the image's file
+            assert r.returncode == 0 and r.stdout.strip(), r.stderr       # llama-server ran the image's file
             r = ours("--dryrun", "serve", "--image", "quay.io/x/y@" + DIGEST, target)
             assert r.returncode == 0, r.stderr
             argv = shlex.split(r.stdout.strip().splitlines()[-1])
@@ -354,7 +363,8 @@ def test_models_ramalama_keeps_as_podman_images(anchor, env, tmp_path, model_fil
             assert "%s (ramalama" % target not in ours("list").stdout              # ours now: listed once
         finally:
             run(["podman", "rmi", "-f"] + images, env=run_env)
-            dangling = run(["podman", "images", "-q", "--filter", "dangling=true"], env=run_env).stdout.split()
+            dangling = run(["podman", "images", "-q", "--filter", "dangling=true"],
+                           env=run_env).stdout.split()
             run(["podman", "rmi", "-f"] + dangling, env=run_env)
 
 
@@ -396,7 +406,8 @@ def test_images_we_write_are_what_ramalama_pulls(anchor, env, tmp_path, model_fi
         store = tmp_path / "ours"
 
         def ours(*argv):
-            return run([sys.executable, ROOT / "ramalama.py", "--store", store, "--engine", "podman"] + list(argv),
+            return run([sys.executable, ROOT / "ramalama.py", "--store", store, "--engine", "podman"]
+                       + list(argv),
                        env=run_env)
 
         def theirs(*argv):
@@ -422,7 +433,8 @@ def test_images_we_write_are_what_ramalama_pulls(anchor, env, tmp_path, model_fi
             images += [converted]
             r = ours("convert", "--type", "car", "--carimage", local_base, ref, converted)
             assert r.returncode == 0, r.stderr
-            assert podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split().count(converted) == 1
+            assert podman("images", "--format",
+                          "{{.Repository}}:{{.Tag}}").stdout.split().count(converted) == 1
             r = podman("push", "--cert-dir", str(certs), converted, "%s/models/tiny:converted" % reg.host)
             assert r.returncode == 0, r.stderr
             targets["converted"] = "%s/models/tiny:converted" % reg.host

@@ -28,7 +28,8 @@ def sha(data: bytes) -> str:
 
 def test_quant_choice_commit_pin_and_cdn_without_token(cli, store, hub, tiny_gguf, env):
     q4, q8 = gguf_bytes(tiny_gguf, b"q4"), gguf_bytes(tiny_gguf, b"q8")
-    repo = hub.add("org/tiny-GGUF", Repo({"tiny.Q4_K_M.gguf": q4, "tiny.Q8_0.gguf": q8, "README.md": b"# tiny\n",
+    repo = hub.add("org/tiny-GGUF",
+                   Repo({"tiny.Q4_K_M.gguf": q4, "tiny.Q8_0.gguf": q8, "README.md": b"# tiny\n",
                                          "tiny-imatrix.gguf": b"imatrix" * 300}))
     env["HF_TOKEN"] = hub.token
     r = cli("pull", "hf://org/tiny-GGUF:q8_0")               # quant is case-insensitive
@@ -47,7 +48,8 @@ def test_quant_choice_commit_pin_and_cdn_without_token(cli, store, hub, tiny_ggu
 
 def test_split_gguf_and_mmproj(cli, store, hub, tiny_gguf):
     parts = {"m-Q8_0-0000%d-of-00003.gguf" % i: gguf_bytes(tiny_gguf, b"part%d" % i) for i in (1, 2, 3)}
-    projs = {"mmproj-model-f16.gguf": gguf_bytes(tiny_gguf, b"mmf16"), "mmproj-model-Q8_0.gguf": gguf_bytes(tiny_gguf, b"mmq8")}
+    projs = {"mmproj-model-f16.gguf": gguf_bytes(tiny_gguf, b"mmf16"),
+             "mmproj-model-Q8_0.gguf": gguf_bytes(tiny_gguf, b"mmq8")}
     hub.add("org/vision", Repo(dict(parts, **projs)))
     r = cli("pull", "hf://org/vision:Q8_0")
     assert r.code == 0, r
@@ -88,13 +90,17 @@ def test_repull_transfers_no_blob_bytes(cli, store, hub, tiny_gguf):
 
 
 @pytest.mark.parametrize("setup, ref, message", [
-    (lambda hub: None, "hf://org/missing", "Error: hf://org/missing: repository not found (a private repository needs HF_TOKEN)"),
+    (lambda hub: None, "hf://org/missing",
+     "Error: hf://org/missing: repository not found (a private repository needs HF_TOKEN)"),
     (lambda hub: hub.add("org/private", Repo({"a.gguf": b"GGUF"}, private=True)), "hf://org/private",
      "Error: hf://org/private: repository not found (a private repository needs HF_TOKEN)"),
     (lambda hub: hub.add("org/gated", Repo({"a.gguf": b"GGUF"}, gated=True)), "hf://org/gated",
-     "Error: hf://org/gated is gated: accept its terms at https://huggingface.co/org/gated, then set HF_TOKEN"),
-    (lambda hub: hub.add("org/r", Repo({"a.gguf": b"GGUF"})), "hf://org/r@nope", "Error: hf://org/r: revision nope not found"),
-    (lambda hub: hub.add("org/r", Repo({"a.gguf": b"GGUF"})), "hf://org/r/b.gguf", "Error: no file b.gguf in the repository"),
+     "Error: hf://org/gated is gated: accept its terms at https://huggingface.co/org/gated, then set "
+     "HF_TOKEN"),
+    (lambda hub: hub.add("org/r", Repo({"a.gguf": b"GGUF"})), "hf://org/r@nope",
+     "Error: hf://org/r: revision nope not found"),
+    (lambda hub: hub.add("org/r", Repo({"a.gguf": b"GGUF"})), "hf://org/r/b.gguf",
+     "Error: no file b.gguf in the repository"),
     (lambda hub: hub.add("org/r", Repo({"a.Q8_0.gguf": b"GGUF"})), "hf://org/r:Q2_K",
      "Error: no Q2_K GGUF file in the repository (it has: a.Q8_0.gguf)"),
 ])

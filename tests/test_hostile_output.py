@@ -67,7 +67,8 @@ def test_a_model_named_with_control_characters(cli, tmp_path, tiny_gguf, c, tall
 def test_gguf_metadata_with_every_control_character(cli, tmp_path, tally):
     every = "".join(CONTROLS)
     path = tmp_path / "meta.gguf"
-    write_tiny_llama(str(path), extra_kv={"general.name": "evil" + every, "tokenizer.chat_template": every * 3,
+    write_tiny_llama(str(path),
+                     extra_kv={"general.name": "evil" + every, "tokenizer.chat_template": every * 3,
                                           "general.description" + every: every})
     ref = "file://%s" % path
     check(cli("pull", ref), tally)
@@ -92,7 +93,8 @@ def test_registry_errors_and_annotations_are_escaped(cli, tiny_gguf, tally):
     with FileServer() as origin, FileServer() as tokens:
         fake_registry(origin, tokens, tiny_gguf.read_bytes())
         origin.require_auth = None
-        body = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN" + every, "message": "gone" + every}]}).encode()
+        body = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN" + every, "message": "gone"
+                                       + every}]}).encode()
         origin.error_body = body
         check(cli("pull", "oci://127.0.0.1:%d/m/nothing:1" % origin.port), tally, one_error_line=True)
         # an annotation that names the file with control characters
@@ -122,7 +124,8 @@ class HostileAPI:
         import http.server
         import threading
         ids = json.dumps({"data": [{"id": "m%s\x1b[2Jx" % evil, "owned_by": "o\x07%s" % evil}]}).encode()
-        tokens = b"".join(b"data: " + json.dumps({"choices": [{"delta": {"content": "t%s\x1b]0;pwned\x07" % evil}}]})
+        tokens = b"".join(b"data: "
+                          + json.dumps({"choices": [{"delta": {"content": "t%s\x1b]0;pwned\x07" % evil}}]})
                           .encode() + b"\n\n" for _ in range(3)) + b"data: [DONE]\n\n"
         error = json.dumps({"error": {"message": "no %s\x1b[31m\nFAKE: line" % evil}}).encode()
 

@@ -15,8 +15,10 @@ IMAGE = "quay.io/ramalama/ramalama@" + DIGEST
 
 
 def opts(**kw):
-    base = dict(runtime="llama.cpp", model="/m/tiny.gguf", mmproj=None, template=None, alias="ollama://tiny:latest",
-                host="0.0.0.0", port=8080, ctx_size=None, ngl=0, threads=None, temp=None, seed=None, extra=None)
+    base = dict(runtime="llama.cpp", model="/m/tiny.gguf", mmproj=None, template=None,
+                alias="ollama://tiny:latest",
+                host="0.0.0.0", port=8080, ctx_size=None, ngl=0, threads=None, temp=None, seed=None,
+                extra=None)
     base.update(kw)
     return ramalama.ServeOptions(**base)
 
@@ -49,10 +51,12 @@ def test_runtime_argv_llama_cpp_and_vllm():
 @pytest.mark.parametrize("runtime", ["llama.cpp", "vllm"])
 def test_container_argv_golden(engine, gpu, flags, runtime):
     o = opts(runtime=runtime, model="/mnt/models/tiny.gguf")
-    argv = ramalama.container_argv(engine, "/usr/bin/" + engine, IMAGE, ramalama.runtime_argv(o), [("/s/tiny.gguf", "/mnt/models/tiny.gguf")],
+    argv = ramalama.container_argv(engine, "/usr/bin/" + engine, IMAGE, ramalama.runtime_argv(o),
+                                   [("/s/tiny.gguf", "/mnt/models/tiny.gguf")],
                                    name="ramalama-x", labels={"ai.ramalama": "true"}, gpu=gpu,
                                    devices=["/dev/fuse"], publish="8080:8080")
-    assert argv == (["/usr/bin/" + engine, "run", "--rm", "-d", "--name", "ramalama-x", "--label", "ai.ramalama=true",
+    assert argv == (["/usr/bin/" + engine, "run", "--rm", "-d", "--name", "ramalama-x", "--label",
+                     "ai.ramalama=true",
                      "--cap-drop=all", "--security-opt=no-new-privileges", "--init", "-p", "8080:8080",
                      "--mount=type=bind,src=/s/tiny.gguf,destination=/mnt/models/tiny.gguf,ro=true"]
                     + flags + ["--device", "/dev/fuse", IMAGE] + ramalama.runtime_argv(o))
@@ -60,7 +64,8 @@ def test_container_argv_golden(engine, gpu, flags, runtime):
 
 def test_run_container_has_no_network_only_a_socket():
     o = opts(host="/run/ramalama/llama.sock")
-    argv = ramalama.container_argv("podman", "podman", IMAGE, ramalama.runtime_argv(o), [], name="n", labels={}, gpu="none", devices=[],
+    argv = ramalama.container_argv("podman", "podman", IMAGE, ramalama.runtime_argv(o), [], name="n",
+                                   labels={}, gpu="none", devices=[],
                                    socket_dir="/tmp/ramalama-x")
     assert "--network=none" in argv and "-p" not in argv
     assert "--mount=type=bind,src=/tmp/ramalama-x,destination=/run/ramalama" in argv
@@ -70,11 +75,13 @@ def test_run_container_has_no_network_only_a_socket():
 def test_gpu_detection():
     none = lambda path: False  # noqa: E731
     assert ramalama.detect_gpu({}, exists=lambda p: p == "/dev/nvidia0", which=lambda t: None) == "nvidia"
-    assert ramalama.detect_gpu({}, exists=none, which=lambda t: t == "nvidia-smi" and "/usr/bin/nvidia-smi") == "nvidia"
+    assert ramalama.detect_gpu({}, exists=none, which=lambda t: t == "nvidia-smi"
+                               and "/usr/bin/nvidia-smi") == "nvidia"
     assert ramalama.detect_gpu({}, exists=lambda p: p == "/dev/kfd", which=lambda t: None) == "amd"
     assert ramalama.detect_gpu({}, exists=none, which=lambda t: None, vendors=["0x1af4", "0x8086"]) == "intel"
     assert ramalama.detect_gpu({}, exists=none, which=lambda t: None, vendors=[]) == "none"
-    assert ramalama.detect_gpu({"RAMALAMA_GPU": "AMD"}, exists=none, which=lambda t: None, vendors=[]) == "amd"
+    assert ramalama.detect_gpu({"RAMALAMA_GPU": "AMD"}, exists=none, which=lambda t: None,
+                               vendors=[]) == "amd"
 
 
 @pytest.fixture
@@ -91,8 +98,10 @@ def pin(store, image, digest=DIGEST):
     path.write_text(json.dumps(pins))
 
 
-@pytest.mark.parametrize("gpu, image", [("none", "quay.io/ramalama/ramalama"), ("nvidia", "quay.io/ramalama/cuda"),
-                                        ("amd", "quay.io/ramalama/rocm"), ("intel", "quay.io/ramalama/intel-gpu")])
+@pytest.mark.parametrize("gpu, image",
+                         [("none", "quay.io/ramalama/ramalama"), ("nvidia", "quay.io/ramalama/cuda"),
+                                        ("amd", "quay.io/ramalama/rocm"),
+                                        ("intel", "quay.io/ramalama/intel-gpu")])
 def test_serve_dryrun_uses_the_gpu_image_by_digest(cli, store, pulled, model_file, gpu, image):
     pin(store, image + ":latest")
     r = cli("--engine", "podman", "--dryrun", "serve", "--name", "tiny", "--port", "8081", pulled,
@@ -109,7 +118,8 @@ def test_serve_dryrun_uses_the_gpu_image_by_digest(cli, store, pulled, model_fil
 
 
 def test_serve_dryrun_natively_and_vllm(cli, store, pulled, model_file):
-    r = cli("--nocontainer", "--dryrun", "serve", "--port", "9000", "--host", "127.0.0.1", "--ctx-size", "1024",
+    r = cli("--nocontainer", "--dryrun", "serve", "--port", "9000", "--host", "127.0.0.1", "--ctx-size",
+            "1024",
             "--ngl", "5", pulled)
     assert shlex.split(r.out) == [
         "llama-server", "--host", "127.0.0.1", "--port", "9000", "--model",
@@ -133,7 +143,8 @@ def test_run_dryrun_uses_a_socket(cli, store, pulled):
 def test_tools_dryrun_in_a_container_without_network(cli, store, pulled, model_file, tmp_path):
     pin(store, "quay.io/ramalama/cuda:latest")
     gpu = {"RAMALAMA_GPU": "nvidia", "CUDA_VISIBLE_DEVICES": "1"}
-    r = cli("--engine", "podman", "--dryrun", "bench", "--name", "b", "--format", "json", "--threads", "3", pulled,
+    r = cli("--engine", "podman", "--dryrun", "bench", "--name", "b", "--format", "json", "--threads", "3",
+            pulled,
             env_extra=gpu)
     argv = shlex.split(r.out)
     image = "quay.io/ramalama/cuda@" + DIGEST
@@ -143,11 +154,13 @@ def test_tools_dryrun_in_a_container_without_network(cli, store, pulled, model_f
     assert "--network=none" in argv and mount in argv and "--cap-drop=all" in argv
     assert "--log-driver=passthrough" in argv            # output straight to our pipes, none lost at exit
     assert "nvidia.com/gpu=1" in argv and "CUDA_VISIBLE_DEVICES=0" in argv          # as run does it
-    assert argv[argv.index(image) + 1:] == ["llama-bench", "-m", "/mnt/models/tiny.gguf", "-ngl", "999", "-t", "3",
+    assert argv[argv.index(image) + 1:] == ["llama-bench", "-m", "/mnt/models/tiny.gguf", "-ngl", "999",
+                                            "-t", "3",
                                             "-o", "json"]
     text = tmp_path / "wiki.txt"
     text.write_text("words " * 10)
-    r = cli("--engine", "podman", "--dryrun", "perplexity", "--file", text, "--ctx-size", "64", pulled, env_extra=gpu)
+    r = cli("--engine", "podman", "--dryrun", "perplexity", "--file", text, "--ctx-size", "64", pulled,
+            env_extra=gpu)
     argv = shlex.split(r.out)
     assert "--mount=type=bind,src=%s,destination=/data/0-wiki.txt,ro=true" % text in argv
     assert argv[argv.index(image) + 1:] == ["llama-perplexity", "-m", "/mnt/models/tiny.gguf", "-f",
@@ -168,10 +181,8 @@ def test_several_models_dryrun_go_to_the_router(cli, store, pulled, model_file, 
     assert r.code == 0, r
     argv = shlex.split(r.out)
     mounts = [a for a in argv if a.startswith("--mount=")]
-    assert mounts == ["--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny/tiny.gguf,ro=true"
-                      % (store, model_file),
-                      "--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/tiny-2/tiny.gguf,ro=true"
-                      % (store, other)]
+    bind = "--mount=type=bind,src=%s/repos/file%s/tiny.gguf,destination=/mnt/models/%s/tiny.gguf,ro=true"
+    assert mounts == [bind % (store, model_file, "tiny"), bind % (store, other, "tiny-2")]
     tail = argv[argv.index("quay.io/ramalama/ramalama@" + DIGEST) + 1:]
     assert tail == ["llama-server", "--host", "0.0.0.0", "--port", "8080", "--models-dir", "/mnt/models",
                     "--models-max", "2", "--ctx-size", "256", "--n-gpu-layers", "0"]
@@ -190,7 +201,8 @@ def test_served_names():
         "bartowski-SmolLM2-135M-Instruct-GGUF:Q4_K_M")
     assert ramalama.served_name("file:///srv/models/llama-3.2.gguf") == "llama-3.2"
     assert ramalama.served_name("https://example.com/m/x,y=z.gguf") == "x-y-z"
-    assert ramalama.served_name("oci://registry.test/models/../.hidden:1") == "registry.test-models-..-.hidden:1"
+    hidden = ramalama.served_name("oci://registry.test/models/../.hidden:1")
+    assert hidden == "registry.test-models-..-.hidden:1"
     assert ramalama.served_name("file:///m/.gguf") == "model"
     assert ramalama.served_name("llama3.2:1b") == "llama3.2:1b"
 
@@ -213,7 +225,8 @@ def test_generate_kube_quadlet_compose(cli, store, pulled, tmp_path, model_file)
     pin(store, "quay.io/ramalama/ramalama:latest")
     out = tmp_path / "deploy"
     for kind in ("kube", "quadlet", "compose"):
-        r = cli("--engine", "podman", "serve", "--name", "tiny", "--port", "8085", "--generate", "%s:%s" % (kind, out),
+        r = cli("--engine", "podman", "serve", "--name", "tiny", "--port", "8085", "--generate", "%s:%s"
+                % (kind, out),
                 pulled, env_extra={"RAMALAMA_GPU": "none"})
         assert r.code == 0, r
     blob_path = "%s/repos/file%s/tiny.gguf" % (store, model_file)
@@ -222,7 +235,8 @@ def test_generate_kube_quadlet_compose(cli, store, pulled, tmp_path, model_file)
     deploy, service = kube
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == image and container["command"][0] == "llama-server"
-    assert container["volumeMounts"] == [{"name": "model-0", "mountPath": "/mnt/models/tiny.gguf", "readOnly": True}]
+    assert container["volumeMounts"] == [{"name": "model-0", "mountPath": "/mnt/models/tiny.gguf",
+                                          "readOnly": True}]
     assert deploy["spec"]["template"]["spec"]["volumes"] == [
         {"name": "model-0", "hostPath": {"path": blob_path, "type": "File"}}]
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
@@ -243,17 +257,21 @@ def test_generate_with_a_host_and_an_api_key_refers_to_secrets(cli, store, pulle
     key = "k3y-never-in-files"
     for kind in ("kube", "quadlet", "compose"):
         r = cli("--engine", "podman", "serve", "--name", "tiny", "--host", "0.0.0.0", "--port", "8085",
-                "--generate", "%s:%s" % (kind, out), pulled, env_extra={"RAMALAMA_GPU": "none", "RAMALAMA_API_KEY": key})
+                "--generate", "%s:%s" % (kind, out), pulled,
+                env_extra={"RAMALAMA_GPU": "none", "RAMALAMA_API_KEY": key})
         assert r.code == 0 and ("secret" in r.err or "RAMALAMA_API_KEY" in r.err), r
     texts = {p.name: p.read_text() for p in out.iterdir()}
     assert not [name for name, text in texts.items() if key in text]
     deploy = list(yaml.safe_load_all(texts["tiny.yaml"]))[0]
     env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "LLAMA_API_KEY", "valueFrom": {"secretKeyRef": {"name": "tiny-api-key", "key": "api-key"}}}]
+    assert env == [{"name": "LLAMA_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": "tiny-api-key", "key": "api-key"}}}]
     compose = yaml.safe_load(texts["compose.yaml"])["services"]["tiny"]
-    assert compose["ports"] == ["8085:8085"] and compose["environment"] == {"LLAMA_API_KEY": "${RAMALAMA_API_KEY}"}
+    assert compose["ports"] == ["8085:8085"]
+    assert compose["environment"] == {"LLAMA_API_KEY": "${RAMALAMA_API_KEY}"}
     quadlet = texts["tiny.container"].splitlines()
-    assert "PublishPort=8085:8085" in quadlet and "Secret=tiny-api-key,type=env,target=LLAMA_API_KEY" in quadlet
+    assert "PublishPort=8085:8085" in quadlet
+    assert "Secret=tiny-api-key,type=env,target=LLAMA_API_KEY" in quadlet
 
 
 @pytest.mark.parametrize("engine", ["podman", ""])
@@ -282,7 +300,8 @@ def test_several_models_answer_to_the_names_typed(cli, store, env, pulled, model
     config.mkdir(parents=True, exist_ok=True)
     (config / "shortnames.conf").write_text('[shortnames]\n"tiny:1" = "%s"\n' % pulled)
     pin(store, "quay.io/ramalama/ramalama:latest")
-    r = cli("--engine", "podman", "--dryrun", "serve", "tiny:1", "file://%s" % other, env_extra={"RAMALAMA_GPU": "none"})
+    r = cli("--engine", "podman", "--dryrun", "serve", "tiny:1", "file://%s" % other,
+            env_extra={"RAMALAMA_GPU": "none"})
     assert r.code == 0, r
     dests = [a.split("destination=")[1].split(",")[0] for a in shlex.split(r.out) if a.startswith("--mount=")]
     assert dests == ["/mnt/models/tiny:1/tiny.gguf", "/mnt/models/other/other.gguf"]

@@ -14,7 +14,8 @@ from registry import RegistryServer
 
 import ramalama
 
-MODELPACK_CONFIG = b'{"config":{"format":"gguf"},"descriptor":{"name":"tiny"},"modelfs":{"type":"layers","diffIds":[]}}'
+MODELPACK_CONFIG = (b'{"config":{"format":"gguf"},"descriptor":{"name":"tiny"},'
+                    b'"modelfs":{"type":"layers","diffIds":[]}}')
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def test_round_trip_file_push_rm_pull(cli, store, registry, model_file, skopeo):
     r = cli("push", "file://%s" % model_file, ref)
     assert r.code == 0, r
     pushed = r.out.strip()
-    raw = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", "docker://%s/models/tiny:1" % registry.host],
+    raw = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", "docker://%s/models/tiny:1"
+                          % registry.host],
                          check=True, capture_output=True).stdout
     assert digest(raw) == pushed
     manifest = json.loads(raw)
@@ -56,7 +58,8 @@ def test_round_trip_file_push_rm_pull(cli, store, registry, model_file, skopeo):
     assert meta["architecture"] == "llama" and meta["digest"] == "sha256:" + sha(model_file)
     # skopeo copies what we pushed into an OCI layout with the same digests
     out = store.parent / "copied"
-    subprocess.run([skopeo, "copy", "--quiet", "--src-tls-verify=false", "docker://%s/models/tiny:1" % registry.host,
+    subprocess.run([skopeo, "copy", "--quiet", "--src-tls-verify=false", "docker://%s/models/tiny:1"
+                    % registry.host,
                     "oci:%s:1" % out], check=True, capture_output=True)
     assert (out / "blobs" / "sha256" / sha(model_file)).exists()
     assert (out / "blobs" / "sha256" / pushed[7:]).exists()
@@ -85,7 +88,8 @@ def test_every_format_of_one_gguf_is_one_blob(cli, store, registry, tiny_gguf, t
                  artifact_type="application/vnd.cncf.model.manifest.v1+json")
     skopeo_copy(tmp_path / "mp", "1", host, "fmt/modelpack")
     # Docker Model Runner
-    write_layout(tmp_path / "dmr", "1", ("application/vnd.docker.ai.model.config.v0.1+json", b'{"format":"gguf"}'),
+    write_layout(tmp_path / "dmr", "1",
+                 ("application/vnd.docker.ai.model.config.v0.1+json", b'{"format":"gguf"}'),
                  [("application/vnd.docker.ai.gguf.v3", gguf, None),
                   ("application/vnd.docker.ai.license", b"MIT\n", None)])
     skopeo_copy(tmp_path / "dmr", "1", host, "fmt/dmr")
@@ -102,7 +106,8 @@ def test_every_format_of_one_gguf_is_one_blob(cli, store, registry, tiny_gguf, t
     http_push(host, "fmt/omlmd", "1", {
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": descriptor("application/x-config", cfg),
-        "layers": [descriptor("application/x-mlmodel", gguf, {"org.opencontainers.image.title": "tiny.gguf"})]},
+        "layers": [descriptor("application/x-mlmodel", gguf,
+                              {"org.opencontainers.image.title": "tiny.gguf"})]},
         [cfg, gguf])
     for name in ("modelpack", "dmr", "image", "omlmd"):
         r = cli("pull", "oci://%s/fmt/%s:1" % (host, name))
@@ -259,7 +264,8 @@ def test_tls_registry(tmp_path, model_file, env):
         run_env = dict(env, SSL_CERT_FILE="/nonexistent-ca.pem")
 
         def run(*argv, **extra):
-            return subprocess.run(base + list(argv), capture_output=True, text=True, env=dict(run_env, **extra))
+            return subprocess.run(base + list(argv), capture_output=True, text=True,
+                                  env=dict(run_env, **extra))
         r = run("push", "file://%s" % model_file, ref)
         errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
         assert r.returncode == 1 and len(errors) == 1 and "TLS certificate verification failed" in errors[0]
@@ -337,7 +343,8 @@ def test_a_layout_and_a_registry_give_the_same_files(cli, store, registry, tiny_
     gguf = tiny_gguf.read_bytes()
     layout = tmp_path / "bundle"
     write_layout(layout, "1", ("application/vnd.cncf.model.config.v1+json", MODELPACK_CONFIG),
-                 [("application/vnd.cncf.model.weight.v1.tar", tar_layer({"tiny.gguf": gguf, "extra.gguf": gguf + b"x"}),
+                 [("application/vnd.cncf.model.weight.v1.tar",
+                   tar_layer({"tiny.gguf": gguf, "extra.gguf": gguf + b"x"}),
                    {"org.cncf.model.filepath": "bundle"})],
                  artifact_type="application/vnd.cncf.model.manifest.v1+json")
     skopeo_copy(layout, "1", registry.host, "same/bundle")

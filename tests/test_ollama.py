@@ -51,8 +51,8 @@ def test_pull_names_every_layer(cli, store, registry, tiny_gguf, env):
     assert sorted(os.listdir(folder)) == [".ref.json", "license", "mmproj.gguf", "model.gguf", "params.json",
                                           "system", "template"]
     assert (folder / "template").read_bytes() == b"{{ .Prompt }}"
-    info = json.loads(cli("inspect", "--json", "tiny:latest").out)   # bare names default to ollama (not "tiny":
-                                                                     # ramalama's shortname for TinyLlama on the Hub)
+    # bare names default to ollama (not "tiny": ramalama's shortname for TinyLlama on the Hub)
+    info = json.loads(cli("inspect", "--json", "tiny:latest").out)
     assert info["name"] == "ollama://tiny:latest" and info["architecture"] == "llama"
     assert {f["name"]: f["role"] for f in info["files"]}["mmproj.gguf"] == "mmproj"
     r = cli("pull", "ollama://tiny")
@@ -81,14 +81,16 @@ def test_reuses_a_local_ollama_store_and_works_offline(cli, store, registry, tin
     r = cli("pull", "ollama://cached")
     assert r.code == 0 and r.err.count("reused from") == len(layers), r
     model_hex = hashlib.sha256(gguf).hexdigest()
-    assert os.path.samefile(store / "blobs" / "sha256" / model_hex, models / "blobs" / ("sha256-" + model_hex))
+    assert os.path.samefile(store / "blobs" / "sha256" / model_hex,
+                            models / "blobs" / ("sha256-" + model_hex))
     # offline: the registry is unreachable, the local manifest and blobs still make the model
     assert cli("rm", "ollama://cached").code == 0
     env["RAMALAMA_OLLAMA_REGISTRY"] = "127.0.0.1:9"
     r = cli("pull", "ollama://cached")
     assert r.code == 0, r
     assert "using the manifest from the local ollama store" in r.err
-    assert "model.gguf" in os.listdir(store / "repos" / "ollama" / "registry.ollama.ai" / "library" / "cached" / "latest")
+    folder = store / "repos" / "ollama" / "registry.ollama.ai" / "library" / "cached" / "latest"
+    assert "model.gguf" in os.listdir(folder)
 
 
 def test_a_corrupt_cache_blob_is_not_reused(cli, store, registry, tiny_gguf, env, tmp_path):
@@ -104,7 +106,8 @@ def test_a_corrupt_cache_blob_is_not_reused(cli, store, registry, tiny_gguf, env
     assert hashlib.sha256(gguf).hexdigest() in blobs(store)
 
 
-def test_one_gguf_through_every_transport_is_one_blob(cli, store, registry, tiny_gguf, env, tmp_path, model_file):
+def test_one_gguf_through_every_transport_is_one_blob(cli, store, registry, tiny_gguf, env, tmp_path,
+                                                      model_file):
     """ollama://, hf://, oci://, file://, both caches: the store grows by the file's size once."""
     gguf = model_file.read_bytes()
     hexd = hashlib.sha256(gguf).hexdigest()

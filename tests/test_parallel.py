@@ -137,7 +137,8 @@ def test_killed_parallel_pull_resumes_every_part(tmp_path):
         state = None
         deadline = time.time() + 60
         while time.time() < deadline:
-            states = [f for f in os.listdir(store / "tmp") if f.endswith(".json")] if (store / "tmp").exists() else []
+            states = [f for f in os.listdir(store / "tmp")
+                      if f.endswith(".json")] if (store / "tmp").exists() else []
             if states:
                 try:
                     state = json.loads((store / "tmp" / states[0]).read_text())

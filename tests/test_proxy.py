@@ -56,15 +56,18 @@ def world(tmp_path_factory, tiny_gguf):
         fake_reg.challenge = fake_reg.challenge.replace(tokens.url, "http://auth.test:%d" % tokens.port)
         manifest, config = ollama_manifest(ollama_layers(gguf))
         http_push(reg.host, "library/tiny", "latest", manifest, [config] + [gguf, b"{{ .Prompt }}",
-                  b"You are tiny.", b'{"stop": ["</s>"]}', b"MIT", gguf + b"proj"], scheme="https", cafile=str(reg.ca))
+                  b"You are tiny.", b'{"stop": ["</s>"]}', b"MIT", gguf + b"proj"], scheme="https",
+                  cafile=str(reg.ca))
         art = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                "artifactType": "application/vnd.cncf.model.manifest.v1+json",
                "config": descriptor("application/vnd.cncf.model.config.v1+json", MODELPACK_CONFIG),
                "layers": [descriptor("application/vnd.cncf.model.weight.v1.raw", big,
                                      {"org.cncf.model.filepath": "big.gguf"})]}
-        http_push(reg.host, "proxy/big", "1", art, [MODELPACK_CONFIG, big], scheme="https", cafile=str(reg.ca))
+        http_push(reg.host, "proxy/big", "1", art, [MODELPACK_CONFIG, big], scheme="https",
+                  cafile=str(reg.ca))
         yield {
-            "reg": reg, "hub": hub, "files": files, "fake_reg": fake_reg, "tokens": tokens, "big": digest(big),
+            "reg": reg, "hub": hub, "files": files, "fake_reg": fake_reg, "tokens": tokens,
+               "big": digest(big),
             "env": {"SSL_CERT_FILE": str(reg.ca), "HF_ENDPOINT": hub.public_url,
                     "RAMALAMA_OLLAMA_REGISTRY": "registry.test:%d" % reg.port},
             "refs": {
@@ -81,7 +84,8 @@ def pull(tmp_path, env, *argv):
     """One pull into a fresh store (no blob is shared, so every byte crosses the proxy)."""
     store = tmp_path / ("store-%d" % len(list(tmp_path.glob("store-*"))))
     out, err = io.StringIO(), io.StringIO()
-    code = ramalama.main(["--debug", "--store", str(store), "pull"] + list(argv), env=env, stdout=out, stderr=err)
+    code = ramalama.main(["--debug", "--store", str(store), "pull"] + list(argv), env=env, stdout=out,
+                         stderr=err)
     return code, out.getvalue(), err.getvalue(), store
 
 
@@ -141,7 +145,8 @@ def test_proxy_failures_are_one_line_without_credentials(world, squid_auth, tmp_
         ("http://%s:%s@127.0.0.1:9" % (USER, PASSWORD), "cannot reach proxy"),
     ]
     for proxy, message in cases:
-        for var, argv in (("HTTP_PROXY", ref), ("HTTPS_PROXY", ["https://files.test:%d/x.gguf" % world["files"].port])):
+        for var, argv in (("HTTP_PROXY", ref),
+                          ("HTTPS_PROXY", ["https://files.test:%d/x.gguf" % world["files"].port])):
             code, out, err, _ = pull(tmp_path, dict(env, **{var: proxy}), *argv)
             errors = [line for line in err.splitlines() if line.startswith("Error:")]
             assert code == 1 and len(errors) == 1 and message in errors[0], (var, err)
@@ -181,4 +186,5 @@ def test_loopback_never_goes_through_a_proxy():
     assert ramalama.proxy_for("https", "127.0.0.1", 5000, env) is None
     assert ramalama.proxy_for("http", "localhost", 80, env) is None
     assert ramalama.proxy_for("https", "registry.example", 443, env).host == "proxy.example"
-    assert ramalama.proxy_for("http", "x.example", 80, {"http_proxy": "http://a:1", "HTTP_PROXY": "http://b:2"}).host == "a"
+    assert ramalama.proxy_for("http", "x.example", 80,
+                              {"http_proxy": "http://a:1", "HTTP_PROXY": "http://b:2"}).host == "a"

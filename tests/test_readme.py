@@ -37,7 +37,8 @@ def readme_commands() -> list:
 
 def help_commands() -> list:
     examples = [e for c in ramalama.COMMANDS for e in c.examples]
-    examples += [line.strip() for line in ramalama.EPILOG.splitlines() if line.strip().startswith("ramalama ")]
+    examples += [line.strip() for line in ramalama.EPILOG.splitlines()
+                 if line.strip().startswith("ramalama ")]
     commands = [e.split("|")[-1].split("<")[0].split(">")[0] for e in examples if "completion" not in e]
     return [shlex.split(c)[1:] for c in commands]
 

@@ -18,7 +18,8 @@ HEX = "a" * 64
      "ollama://smollm:135m"),
     ("oci://quay.io/org/model:1.0", Ref("oci", "quay.io", "org/model", "1.0"), "oci://quay.io/org/model:1.0"),
     ("docker://foo/bar:1.25", Ref("oci", "docker.io", "foo/bar", "1.25"), "oci://docker.io/foo/bar:1.25"),
-    ("oci://busybox", Ref("oci", "docker.io", "library/busybox", "latest"), "oci://docker.io/library/busybox:latest"),
+    ("oci://busybox", Ref("oci", "docker.io", "library/busybox", "latest"),
+     "oci://docker.io/library/busybox:latest"),
     ("oci://localhost:5000/m@sha256:" + HEX, Ref("oci", "localhost:5000", "m", "latest", "sha256:" + HEX),
      "oci://localhost:5000/m@sha256:" + HEX),
     ("hf://org/repo", Ref("huggingface", "", "org/repo"), "hf://org/repo"),
@@ -33,7 +34,8 @@ HEX = "a" * 64
     ("/srv/m.gguf", Ref("file", "", "/srv/m.gguf"), "file:///srv/m.gguf"),
     ("https://Example.COM/a/b/m.gguf?x=1", Ref("https", "example.com", "/a/b/m.gguf?x=1"),
      "https://example.com/a/b/m.gguf?x=1"),
-    ("http://127.0.0.1:8080/m.gguf", Ref("http", "127.0.0.1:8080", "/m.gguf"), "http://127.0.0.1:8080/m.gguf"),
+    ("http://127.0.0.1:8080/m.gguf", Ref("http", "127.0.0.1:8080", "/m.gguf"),
+     "http://127.0.0.1:8080/m.gguf"),
 ])
 def test_parse_forms(text, want, canonical):
     ref = parse_ref(text)
@@ -52,7 +54,8 @@ def test_bare_names_use_shortnames_then_default_transport():
 
 def test_folders_follow_the_store_layout():
     assert parse_ref("oci://docker.io/foo/bar:1.25").folder() == ("oci", "docker.io", "foo", "bar", "1.25")
-    assert parse_ref("ollama://llama3.1:7B").folder() == ("ollama", "registry.ollama.ai", "library", "llama3.1", "7B")
+    assert parse_ref("ollama://llama3.1:7B").folder() == ("ollama", "registry.ollama.ai", "library",
+                                                          "llama3.1", "7B")
     assert parse_ref("huggingface://julien-c/EsperBERTo-small").folder()[:3] == (
         "huggingface", "julien-c", "EsperBERTo-small")
     assert parse_ref("file:///srv/m.gguf").folder() == ("file", "srv", "m.gguf")

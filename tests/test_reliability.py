@@ -105,19 +105,22 @@ def test_kills_at_random_moments(tmp_path, env, tiny_gguf):
         hub.add("org/many", Repo(many))            # 120 files: many blob, link and publish steps
         cases = [("url", srv.url + "/big.gguf", lambda: srv.bytes_sent, len(big)),
                  ("hf", "hf://org/split:Q8_0", lambda: hub.cdn.bytes_sent, sum(map(len, parts.values()))),
-                 ("hf-many", "--all-files hf://org/many", lambda: hub.cdn.bytes_sent, sum(map(len, many.values())))]
+                 ("hf-many", "--all-files hf://org/many", lambda: hub.cdn.bytes_sent,
+                  sum(map(len, many.values())))]
         run_env = dict(env, HF_ENDPOINT=hub.url)
         kills = 0
         for name, ref, served, total in cases:
             # a reference run measures how long the pull takes here
             ref_store = tmp_path / ("ref-" + name)
             t0 = time.monotonic()
-            subprocess.run(PY + ["--store", str(ref_store), "-q", "pull"] + ref.split(), check=True, env=run_env)
+            subprocess.run(PY + ["--store", str(ref_store), "-q", "pull"] + ref.split(), check=True,
+                           env=run_env)
             duration = time.monotonic() - t0
             for i in range(4 if name == "hf-many" else 10):
                 store = tmp_path / ("%s-%d" % (name, i))
                 delay = duration * (rng.uniform(0.0, 1.0) if i < 6 else rng.uniform(0.92, 1.02))
-                hit, moved, done = _kill_and_rerun(PY + ["--store", str(store), "-q", "pull"] + ref.split(), store,
+                hit, moved, done = _kill_and_rerun(PY + ["--store", str(store), "-q", "pull"] + ref.split(),
+                                                   store,
                                                    delay, run_env, served)
                 hits[hit] = hits.get(hit, 0) + 1
                 # resumed parts are not fetched again (slack: a chunk in flight per connection)
@@ -137,7 +140,8 @@ def test_eight_processes_pull_one_model(tmp_path, env):
         srv.add("/m.gguf", data)
         srv.rate = 40e6
         procs = [subprocess.Popen(PY + ["--store", str(store), "-q", "pull", srv.url + "/m.gguf"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for _ in range(8)]
         codes = [p.wait(120) for p in procs]
     assert codes == [0] * 8, [p.stderr.read() for p in procs]
     assert blobs(store) == [hashlib.sha256(data).hexdigest()]
@@ -157,7 +161,8 @@ def test_shared_blob_rm_and_prune_during_pulls(tmp_path, env):
         pulls = [subprocess.Popen(base + ["pull", srv.url + p], env=env, stderr=subprocess.PIPE, text=True)
                  for p in ("/a/m.gguf", "/b/m.gguf")]
         time.sleep(0.3)
-        others = [subprocess.Popen(base + cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        others = [subprocess.Popen(base + cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
                   for cmd in (["prune"], ["rm", "--ignore", srv.url + "/a/m.gguf"])]
         codes = [p.wait(120) for p in pulls + others]
     assert codes == [0, 0, 0, 0], [p.stderr.read() for p in pulls + others]
@@ -176,8 +181,10 @@ FAULTS = {
     "502 once": (lambda s: setattr(s, "fail_next", [502]), "ok"),
     "503 with Retry-After": (lambda s: setattr(s, "fail_next", [503, 503]), "ok"),
     "429 with Retry-After": (lambda s: setattr(s, "fail_next", [429]), "ok"),
-    "Range ignored after a drop": (lambda s: (setattr(s, "drop_after", 300_000), setattr(s, "ignore_range", True)), "ok"),
-    "wrong Content-Range after a drop": (lambda s: (setattr(s, "drop_after", 300_000), setattr(s, "bad_range", True)),
+    "Range ignored after a drop": (lambda s: (setattr(s, "drop_after", 300_000),
+                                              setattr(s, "ignore_range", True)), "ok"),
+    "wrong Content-Range after a drop": (lambda s: (setattr(s, "drop_after", 300_000),
+                                                    setattr(s, "bad_range", True)),
                                          "wrongly"),
     "stall": (lambda s: setattr(s, "stall_after", 200_000), "ok"),
     "500 always": (lambda s: setattr(s, "fail_next", [500] * 50), "HTTP 500"),
@@ -277,7 +284,8 @@ def test_hostile_file_names_from_the_hub(cli, store, tmp_path, name):
         repo = hub.add("org/evil", Repo({"ok.Q4_K_M.gguf": b"GGUF" + b"\0" * 64}))
         repo.files[name] = b"GGUF evil"
         r = cli("pull", "--all-files", "hf://org/evil", env_extra={"HF_ENDPOINT": hub.url})
-    bad = r.code == 0 or r.err.count("Error: ") != 1 or "Traceback" in r.err or os.path.exists("/etc/passwd.x")
+    bad = (r.code == 0 or r.err.count("Error: ") != 1 or "Traceback" in r.err
+           or os.path.exists("/etc/passwd.x"))
     bad = bad or (store / "repos" / "huggingface").exists()
     record("hostile inputs", 1, int(bad), "file names")
     assert not bad, r
@@ -290,7 +298,8 @@ def test_hostile_registry_answers(cli, store, case):
     import tarfile
     from oci_layout import descriptor, tar_layer
     data = b"GGUF" + b"\0" * 100
-    layers = [descriptor("application/vnd.cncf.model.weight.v1.raw", data, {"org.cncf.model.filepath": "m.gguf"})]
+    layers = [descriptor("application/vnd.cncf.model.weight.v1.raw", data,
+                         {"org.cncf.model.filepath": "m.gguf"})]
 
     def tar_with(kind):
         def extra(tar):
@@ -314,7 +323,8 @@ def test_hostile_registry_answers(cli, store, case):
             blobs_served = {layer}
             layers = [descriptor("application/vnd.cncf.model.weight.v1.tar", layer)]
         manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": descriptor("application/vnd.cncf.model.config.v1+json", b"{}"), "layers": layers}
+                    "config": descriptor("application/vnd.cncf.model.config.v1+json", b"{}"),
+                    "layers": layers}
         raw = json.dumps(manifest).encode()
         if case == "huge manifest":
             raw = raw[:-1] + b', "pad": "' + b"x" * (5 << 20) + b'"}'
@@ -335,7 +345,8 @@ def test_hostile_gguf_headers_in_inspect(cli, tmp_path):
     import struct
     cases = [b"GGUF" + struct.pack("<IQQ", 3, 2 ** 63, 0), b"GGUF" + struct.pack("<IQQ", 3, 0, 2 ** 63),
              b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2 ** 62) + b"k",
-             b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 8, 2 ** 60),
+             b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k"
+             + struct.pack("<IIQ", 9, 8, 2 ** 60),
              b"GGUF" + struct.pack("<I", 0xFFFFFFFF), b"GGUF"]
     bad = 0
     for i, data in enumerate(cases):
@@ -358,18 +369,21 @@ def test_secrets_stay_out_of_logs_argv_and_cdn(tmp_path, env, model_file, llama_
         run_env = dict(env, HF_ENDPOINT=hub.url, HF_TOKEN=token,
                        PATH=os.path.dirname(llama_server) + ":" + env["PATH"])
         store = tmp_path / "store"
-        r = subprocess.run(PY + ["--store", str(store), "--debug", "pull", "hf://org/private"], capture_output=True,
+        r = subprocess.run(PY + ["--store", str(store), "--debug", "pull", "hf://org/private"],
+                           capture_output=True,
                            text=True, env=run_env)
         assert r.returncode == 0, r.stderr
         assert token not in r.stderr and token not in r.stdout
         assert all("authorization" not in q["headers"] for q in hub.cdn.requests)
         port = ramalama.free_port()
         proc = subprocess.Popen(PY + ["--store", str(store), "--nocontainer", "serve", "--port", str(port),
-                                      "hf://org/private"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      "hf://org/private"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True,
                                 env=run_env)
         try:
             proc.stderr.readline()                        # serving: the runtime runs
-            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                      text=True).stdout.split()
             assert children
             for pid in children:
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
@@ -379,7 +393,8 @@ def test_secrets_stay_out_of_logs_argv_and_cdn(tmp_path, env, model_file, llama_
         finally:
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=30)
-        r = subprocess.run(PY + ["--store", str(tmp_path / "s2"), "pull", "hf://org/private"], capture_output=True,
+        r = subprocess.run(PY + ["--store", str(tmp_path / "s2"), "pull", "hf://org/private"],
+                           capture_output=True,
                            text=True, env=dict(run_env, HF_TOKEN="hf_wrong_" + "x" * 20))
         assert r.returncode == 1 and "hf_wrong" not in r.stderr
     record("secrets", 4, 0)
@@ -391,14 +406,16 @@ def test_secrets_stay_out_of_logs_argv_and_cdn(tmp_path, env, model_file, llama_
 def test_full_disk_is_one_clear_error(tmp_path, env, size_mib):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True).returncode == 0
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                        capture_output=True).returncode == 0
     require("a tmpfs mount (root)", ok)
     try:
         data = payload(size_mib << 20)
         with FileServer() as srv:
             srv.add("/big.gguf", data)
             store = mnt / "store"
-            r = subprocess.run(PY + ["--store", str(store), "pull", srv.url + "/big.gguf"], capture_output=True,
+            r = subprocess.run(PY + ["--store", str(store), "pull", srv.url + "/big.gguf"],
+                               capture_output=True,
                                text=True, env=env)
         errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
         assert r.returncode == 1 and len(errors) == 1 and "No space left on device" in errors[0], r.stderr

@@ -61,7 +61,8 @@ def workers(store, path_env):
 
 def test_a_model_spread_over_two_workers_answers_as_one_host_does(store, model, path_env, workers):
     nodes = ",".join("127.0.0.1:%d" % port for _proc, port in workers)
-    single, single_port = start_serving(store, model, ["--nocontainer"], path_env, "--temp", "0", "--seed", "1")
+    single, single_port = start_serving(store, model, ["--nocontainer"], path_env, "--temp", "0", "--seed",
+                                        "1")
     try:
         alone = completion(single_port)
     finally:
@@ -103,13 +104,15 @@ def test_a_worker_that_dies_stops_serve_with_one_line(store, model, path_env, wo
             spread.kill()
     assert spread.returncode == 1
     line = err.strip().splitlines()[-1]
-    assert line.startswith("Error: the model server stopped with exit status") and "RPC server crashed" in line
+    assert line.startswith("Error: the model server stopped with exit status")
+    assert "RPC server crashed" in line
     assert llama_processes(str(store)) == []
 
 
 def test_an_unreachable_worker_is_one_line(store, model, path_env):
     port = free_port()                              # nothing listens there
-    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "serve",
+    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer",
+                        "serve",
                         "--rpc", "127.0.0.1:%d" % port, model], capture_output=True, text=True, env=path_env,
                        timeout=120)
     assert r.returncode == 1
@@ -124,7 +127,8 @@ def test_rpc_workers_by_flag_environment_and_in_a_container(cli, store, model, e
     argv = r.out.split()
     assert argv[argv.index("--rpc") + 1] == "10.0.0.2:50052,10.0.0.3:50052"
     assert argv[argv.index("--n-gpu-layers") + 1] == "999"            # the layers go to the workers
-    r = cli("--nocontainer", "--dryrun", "run", model, "hi", env_extra={"RAMALAMA_LLAMACPP_RPC_NODES": "w1:50052"})
+    r = cli("--nocontainer", "--dryrun", "run", model, "hi",
+            env_extra={"RAMALAMA_LLAMACPP_RPC_NODES": "w1:50052"})
     assert "--rpc w1:50052" in r.out
     pin(store, "quay.io/ramalama/ramalama:latest")
     r = cli("--engine", "podman", "--dryrun", "serve", "--port", "8085", "--rpc", "127.0.0.1:50052", model,
@@ -146,7 +150,8 @@ def serve_over(store, model, path_env, worker_port: int) -> None:
     deadline = time.time() + 60
     while not listening(worker_port) and time.time() < deadline:
         time.sleep(0.2)
-    spread, port = start_serving(store, model, ["--nocontainer"], path_env, "--rpc", "127.0.0.1:%d" % worker_port)
+    spread, port = start_serving(store, model, ["--nocontainer"], path_env, "--rpc", "127.0.0.1:%d"
+                                 % worker_port)
     try:
         assert completion(port)["tokens_predicted"] == 32
     finally:
@@ -164,14 +169,17 @@ def test_a_worker_in_the_pinned_image_holds_the_layers(store, model, env, path_e
     assert r.returncode == 0 and r.stdout.strip() == "rpc-worker", r.stderr
     try:
         serve_over(store, model, path_env, port)
-        ps = json.loads(subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + flags
-                                       + ["ps", "--json"], capture_output=True, text=True, env=run_env).stdout)
+        ps = json.loads(subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)]
+                                       + flags
+                                       + ["ps", "--json"], capture_output=True, text=True,
+                                       env=run_env).stdout)
         assert [(c["name"], c["url"]) for c in ps] == [("rpc-worker", "rpc://127.0.0.1:%d" % port)]
     finally:
         podman(run_env, "rm", "-f", "rpc-worker")
 
 
-def test_generated_workers_run_and_hold_a_served_model(cli, store, model, env, path_env, podman_image, tmp_path):
+def test_generated_workers_run_and_hold_a_served_model(cli, store, model, env, path_env, podman_image,
+                                                       tmp_path):
     """rpc-server --generate: a StatefulSet of workers that validates against the Kubernetes API
     schemas, and a compose file that podman-compose runs; a native serve spreads over it."""
     import shutil

@@ -17,12 +17,14 @@ from serving import (chat_completion, free_port, http_status, leftovers, llama_p
 
 def test_serve_nocontainer_answers_and_stops(store, model, path_env):
     port = free_port()
-    proc = ramalama(store, "--nocontainer", "serve", "--port", str(port), "--host", "127.0.0.1", model, env=path_env)
+    proc = ramalama(store, "--nocontainer", "serve", "--port", str(port), "--host", "127.0.0.1", model,
+                    env=path_env)
     try:
         announced = proc.stderr.readline()          # printed once the endpoint is healthy
         assert announced.startswith("Serving %s at http://127.0.0.1:%d/v1" % (model, port)), announced
         answer = chat_completion(port, model)
-        assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["role"] == "assistant"
+        assert answer["object"] == "chat.completion"
+        assert answer["choices"][0]["message"]["role"] == "assistant"
         assert llama_processes(str(store))
     finally:
         proc.send_signal(signal.SIGINT)
@@ -34,7 +36,8 @@ def test_serve_nocontainer_answers_and_stops(store, model, path_env):
 def test_run_nocontainer_answers_once_and_cleans_up(store, model, path_env):
     before = {p for p in os.listdir("/tmp") if p.startswith("ramalama-")}
     # greedy decoding of the generated weights: deterministic, and not empty for this prompt
-    proc = ramalama(store, "--nocontainer", "run", "--temp", "0", "--seed", "1", model, "hello there", env=path_env)
+    proc = ramalama(store, "--nocontainer", "run", "--temp", "0", "--seed", "1", model, "hello there",
+                    env=path_env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert len(out.strip()) > 0
@@ -64,7 +67,8 @@ def test_vllm_runtime_against_its_api_shape(store, model, env, tmp_path):
     install_fake_vllm(tmp_path / "bin")
     log = tmp_path / "vllm.log"
     run_env = dict(env, PATH="%s:%s" % (tmp_path / "bin", env["PATH"]), FAKE_VLLM_LOG=str(log))
-    proc = ramalama(store, "--nocontainer", "--runtime", "vllm", "run", "--ctx-size", "2048", model, "tell me",
+    proc = ramalama(store, "--nocontainer", "--runtime", "vllm", "run", "--ctx-size", "2048", model,
+                    "tell me",
                     env=run_env)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -92,7 +96,8 @@ def test_serve_in_podman_pinned_by_digest(store, model, env, podman_image):
     tag, penv = podman_image
     run_env = dict(env, **penv)
     port = free_port()
-    proc = ramalama(store, "--engine", "podman", "--image", tag, "--debug", "serve", "-d", "--name", "tiny-served",
+    proc = ramalama(store, "--engine", "podman", "--image", tag, "--debug", "serve", "-d", "--name",
+                    "tiny-served",
                     "--port", str(port), model, env=run_env)
     out, err = proc.communicate(timeout=300)
     try:
@@ -103,17 +108,21 @@ def test_serve_in_podman_pinned_by_digest(store, model, env, podman_image):
         inspect = json.loads(podman(penv, "inspect", "tiny-served").stdout)[0]
         assert inspect["ImageName"] == "%s@%s" % (tag.rsplit(":", 1)[0], pinned)
         assert chat_completion(port, model)["choices"]
-        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine", "podman",
+        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine",
+                            "podman",
                             "ps", "--json"], capture_output=True, text=True, env=run_env)
         rows = json.loads(r.stdout)
         assert [(c["name"], c["model"]) for c in rows] == [("tiny-served", model)]
         assert rows[0]["url"] == "http://127.0.0.1:%d/v1" % port
         mounts = inspect["Mounts"]
-        assert [m["Destination"] for m in mounts if m["Destination"].startswith("/mnt/models")] == ["/mnt/models/tiny.gguf"]
+        assert [m["Destination"] for m in mounts
+                if m["Destination"].startswith("/mnt/models")] == ["/mnt/models/tiny.gguf"]
         assert all(not m["RW"] for m in mounts if m["Destination"].startswith("/mnt/models"))
-        assert inspect["HostConfig"]["CapDrop"] and "no-new-privileges" in json.dumps(inspect["HostConfig"]["SecurityOpt"])
+        assert inspect["HostConfig"]["CapDrop"]
+        assert "no-new-privileges" in json.dumps(inspect["HostConfig"]["SecurityOpt"])
     finally:
-        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine", "podman",
+        r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine",
+                            "podman",
                             "stop", "tiny-served"], capture_output=True, text=True, env=run_env)
     assert r.returncode == 0 and r.stdout.strip() == "tiny-served", r.stderr
     assert "tiny-served" not in podman(penv, "ps", "--format", "{{.Names}}").stdout
@@ -135,14 +144,16 @@ def test_docker_cli_against_podman_socket(store, model, env, podman_image, tmp_p
     require("docker CLI", have("docker"))
     sock = tmp_path / "podman.sock"
     service = subprocess.Popen(["podman", "system", "service", "--time=0", "unix://%s" % sock],
-                               env=dict(os.environ, **penv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=dict(os.environ, **penv), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
             if sock.exists():
                 break
             time.sleep(0.1)
         run_env = dict(env, DOCKER_HOST="unix://%s" % sock, **penv)
-        proc = ramalama(store, "--engine", "docker", "--image", tag, "run", "--temp", "0", "--seed", "1", model,
+        proc = ramalama(store, "--engine", "docker", "--image", tag, "run", "--temp", "0", "--seed", "1",
+                        model,
                         "hello there", env=run_env)
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -156,7 +167,8 @@ def test_docker_without_a_daemon_falls_back_to_native(store, model, path_env):
     require("docker CLI", have("docker"))
     digest = "sha256:" + "cd" * 32
     run_env = dict(path_env, DOCKER_HOST="unix:///nonexistent/docker.sock")
-    proc = ramalama(store, "--engine", "docker", "--image", "quay.io/x/y@" + digest, "run", model, "hi", env=run_env)
+    proc = ramalama(store, "--engine", "docker", "--image", "quay.io/x/y@" + digest, "run", model, "hi",
+                    env=run_env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("Warning: ")]
@@ -196,7 +208,8 @@ def pty_chat(argv: list, env: dict, lines: list) -> tuple:
 
 def test_interactive_run_on_a_terminal(store, model, path_env):
     """A real pseudo-terminal: prompt, two turns, /bye, the server gone."""
-    argv = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "run", "--temp", "0",
+    argv = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "run",
+            "--temp", "0",
             model]
     status, _screen = pty_chat(argv, path_env, ["hello there", "and again", "/bye"])
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -207,7 +220,8 @@ def test_interactive_chat_keeps_history(store, model, env, tmp_path):
     install_fake_vllm(tmp_path / "bin")
     log = tmp_path / "vllm.log"
     run_env = dict(env, PATH="%s:%s" % (tmp_path / "bin", env["PATH"]), FAKE_VLLM_LOG=str(log))
-    argv = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "--runtime", "vllm",
+    argv = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--nocontainer", "--runtime",
+            "vllm",
             "run", model]
     status, screen = pty_chat(argv, run_env, ["first question", "second one", "/bye"])
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -217,11 +231,13 @@ def test_interactive_chat_keeps_history(store, model, env, tmp_path):
     assert requests[1][1]["content"].strip() == "vllm says: first question"
 
 
-def test_export_with_the_runtime_image_runs_where_no_registry_answers(store, model, env, podman_image, tmp_path):
+def test_export_with_the_runtime_image_runs_where_no_registry_answers(store, model, env, podman_image,
+                                                                      tmp_path):
     tag, penv = podman_image
     run_env = dict(env, **penv)
     usb = tmp_path / "usb" / "tiny.tar"
-    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine", "podman",
+    r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store), "--engine",
+                        "podman",
                         "--image", tag, "export", "--image", model, str(usb)], capture_output=True, text=True,
                        env=run_env)
     assert r.returncode == 0, r.stderr
@@ -231,12 +247,14 @@ def test_export_with_the_runtime_image_runs_where_no_registry_answers(store, mod
     blocked.write_text('[[registry]]\nlocation = "%s"\nblocked = true\n' % tag.split("/")[0])
     offline_env = dict(run_env, CONTAINERS_REGISTRIES_CONF=str(blocked))
     other = tmp_path / "offline-store"
-    base = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(other), "--engine", "podman", "--image", tag]
+    base = [sys.executable, str(ROOT / "ramalama.py"), "--store", str(other), "--engine", "podman",
+            "--image", tag]
     r = subprocess.run(base + ["import", str(usb)], capture_output=True, text=True, env=offline_env)
     assert r.returncode == 0, r.stderr
     pin = json.loads((other / "images.json").read_text())[tag]
     assert pin["via"] == "import"
-    r = subprocess.run(base + ["run", "--temp", "0", "--seed", "1", model, "hello there"], capture_output=True,
+    r = subprocess.run(base + ["run", "--temp", "0", "--seed", "1", model, "hello there"],
+                       capture_output=True,
                        text=True, env=offline_env, timeout=300)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
 
@@ -275,7 +293,8 @@ def test_api_key_is_required_and_never_shown(store, model, engine):
         assert key not in shown.stdout + shown.stderr
         if "CONTAINERS_CONF" in run_env:
             name = json.loads(shown.stdout)[0]["name"]
-            inspect = podman(run_env, "inspect", "--format", "{{json .Config.Cmd}} {{json .Args}}", name).stdout
+            inspect = podman(run_env, "inspect", "--format", "{{json .Config.Cmd}} {{json .Args}}",
+                             name).stdout
             assert "llama-server" in inspect and key not in inspect
         # run and its chat send the key
         r = subprocess.run([sys.executable, str(ROOT / "ramalama.py"), "--store", str(store)] + flags

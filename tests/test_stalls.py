@@ -106,7 +106,8 @@ def test_pull_stopped_by_sigterm_or_sighup_resumes(tmp_path, env):
             cdn.add("/m.gguf", data)
             cdn.rate = 10e6
             cmd = ramalama_cmd(store, "pull", cdn.url + "/m.gguf")
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
             while cdn.bytes_sent < len(data) // 2 and proc.poll() is None:
                 time.sleep(0.01)
             proc.send_signal(sig)

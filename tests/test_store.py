@@ -27,7 +27,8 @@ def test_file_pull_hardlinks_the_users_file(cli, store, model_file):
     assert stat.S_IMODE(os.stat(blob).st_mode) == 0o444
     ref = json.loads((folder / ".ref.json").read_text())
     assert ref["version"] == 1 and ref["ref"] == "file://%s" % model_file
-    assert ref["files"] == [{"name": "tiny.gguf", "digest": "sha256:" + digest, "size": model_file.stat().st_size,
+    assert ref["files"] == [{"name": "tiny.gguf", "digest": "sha256:" + digest,
+                             "size": model_file.stat().st_size,
                              "role": "model", "media_type": ""}]
     assert os.listdir(store / "tmp") == []
 
