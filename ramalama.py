@@ -50,7 +50,6 @@ import errno
 import os
 import sys
 import time
-from collections import namedtuple
 
 __version__ = "0.1.0"
 
@@ -155,6 +154,40 @@ class FormatError(RamalamaError):
 # ---------------------------------------------------------------------------
 # 4. helpers (pure)
 # ---------------------------------------------------------------------------
+
+def namedtuple(name: str, fields: str, defaults: tuple = ()):
+    """collections.namedtuple's tuples with named fields, _replace and _asdict, made without
+    its compile step, which costs more than the rest of this module's start-up."""
+    from operator import itemgetter
+    names = tuple(fields.split())
+    required = len(names) - len(defaults)
+
+    def __new__(cls, *args, **kwargs):
+        values = list(args)
+        for field in names[len(args):]:
+            if field in kwargs:
+                values.append(kwargs.pop(field))
+            elif len(values) >= required:
+                values.append(defaults[len(values) - required])
+            else:
+                raise TypeError("%s() needs %s" % (name, field))
+        if kwargs or len(values) > len(names):
+            raise TypeError("%s() takes %s" % (name, ", ".join(names)))
+        return tuple.__new__(cls, values)
+
+    def _replace(self, **changes):
+        values = [changes.pop(f, v) for f, v in zip(names, self)]
+        if changes:
+            raise ValueError("%s has no field %s" % (name, ", ".join(changes)))
+        return type(self)(*values)
+
+    body = {"__slots__": (), "_fields": names, "__new__": __new__, "_replace": _replace,
+            "_asdict": lambda self: dict(zip(names, self)),
+            "__getnewargs__": lambda self: tuple(self),
+            "__repr__": lambda self: "%s(%s)" % (name, ", ".join("%s=%r" % kv for kv in zip(names, self)))}
+    body.update((f, property(itemgetter(i))) for i, f in enumerate(names))
+    return type(name, (tuple,), body)
+
 
 def parse_digest(text: str) -> str:
     """Return the 64-hex part of "sha256:<hex>"; anything else is refused before it names a path."""
@@ -4532,13 +4565,13 @@ def engine_models(ctx: Services, to_run: bool = False) -> list:
     """Models that ramalama keeps as images in podman's store, as Models whose path is None and
     meta["image"] the image ID; with to_run, none under --nocontainer (as ramalama's list).
     Asked only where ramalama is installed: listing images costs a podman process."""
-    import json
     import shutil
-    import subprocess
     engine = find_engine(ctx, to_run)
     ramalama_here = shutil.which("ramalama", path=ctx.env.get("PATH"))
     if not engine or engine_kind(engine) != "podman" or not ramalama_here:
         return []
+    import json
+    import subprocess
     proc = subprocess.run([engine, "images", "--filter", "label=org.containers.type", "--format", "json"],
                           capture_output=True, text=True, env=ctx.env)
     try:
@@ -7167,22 +7200,25 @@ def _stop_signals_unwind() -> dict:
 
 
 def main(argv=None, env=None, stdout=None, stderr=None) -> int:
-    """Run one command; returns the exit code (never raises for user errors)."""
-    import signal
+    """Run one command; returns the exit code (never raises for user errors). Stop signals
+    unwind it once a command is chosen (--help has nothing to clean up)."""
     env = os.environ if env is None else env
     out, err = stdout or sys.stdout, stderr or sys.stderr
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    old_handlers = _stop_signals_unwind()
+    old_handlers = {}
     try:
-        from contextlib import redirect_stdout
-        with redirect_stdout(out):              # argparse prints --help to sys.stdout
+        shown, sys.stdout = sys.stdout, out      # argparse prints --help to sys.stdout
+        try:
             args = parse_args(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout = shown
         if args.version:
             out.write("ramalama version %s\n" % __version__)
             return 0
         if not args.command:
             err.write("Error: no command given (see 'ramalama --help')\n")
             return 2
+        old_handlers = _stop_signals_unwind()
         ctx = Context(args, env, load_config(env), out, err)
         for warning in ctx.config.warnings:
             ctx.log(warning)
@@ -7192,6 +7228,7 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
     except SystemExit as e:                   # --help
         return e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt as e:
+        import signal
         signum = getattr(e, "signum", signal.SIGINT)
         err.write("\nInterrupted\n" if signum == signal.SIGINT else "\nStopped by %s\n"
                   % signal.Signals(signum).name)
@@ -7213,8 +7250,10 @@ def main(argv=None, env=None, stdout=None, stderr=None) -> int:
         err.write("Error: %s%s\n" % (tty_safe(e.strerror or e), tty_safe(where)))
         return 1
     finally:
-        for signum, handler in old_handlers.items():
-            signal.signal(signum, handler)
+        if old_handlers:
+            import signal
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
 
 
 def console_main() -> None:

@@ -214,3 +214,29 @@ def test_lint_passes():
     require("ruff (pip install ruff)", run([sys.executable, "-m", "ruff", "--version"]).returncode == 0)
     proc = run([sys.executable, "-m", "ruff", "check", "ramalama.py", "tests", "bench"], cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_our_named_tuples_behave_as_the_standard_library_s():
+    import ramalama
+    """ramalama.namedtuple skips collections.namedtuple's compile step (start-up); what the module
+    uses of it must behave the same."""
+    import collections
+    import pickle
+    ours = ramalama.namedtuple("Point", "x y z", defaults=(0,))
+    std = collections.namedtuple("Point", "x y z", defaults=(0,))
+    for args, kwargs in (((1, 2, 3), {}), ((1, 2), {}), ((1,), {"y": 2}), ((), {"x": 1, "y": 2, "z": 3})):
+        a, b = ours(*args, **kwargs), std(*args, **kwargs)
+        assert a == b == tuple(b) and repr(a) == repr(b) and a._asdict() == dict(b._asdict())
+        assert (a.x, a.y, a.z) == (b.x, b.y, b.z) and a._fields == b._fields
+        assert a._replace(y=9) == b._replace(y=9) and type(a._replace(y=9)) is ours
+        with pytest.raises(ValueError):
+            a._replace(w=1)
+    for args, kwargs in (((1,), {}), ((1, 2, 3, 4), {}), ((1, 2), {"w": 1}), ((1, 2), {"x": 5})):
+        with pytest.raises(TypeError):
+            std(*args, **kwargs)
+        with pytest.raises(TypeError):
+            ours(*args, **kwargs)
+    model = ramalama.Model("ollama://tiny:latest", "/s/m", {"files": []})
+    assert pickle.loads(pickle.dumps(model)) == model
+    with pytest.raises(AttributeError):
+        model.ref = "x"                               # immutable, as a tuple is
