@@ -217,11 +217,7 @@ def test_generated_kube_runs_under_podman_kube_play(store, model, env, podman_im
     tag, penv = podman_image
     run_env = dict(env, **penv)
     port = free_port()
-    out = tmp_path / "deploy"
-    r = cli_run(store, "--engine", "podman", "--image", tag, "serve", "--generate", "kube:%s" % out,
-                "--name", "tiny-kube", "--port", str(port), model, env=run_env)
-    assert r.returncode == 0, r.stderr
-    kube = out / "tiny-kube.yaml"
+    kube = generated(store, tag, run_env, "kube", "tiny-kube", port, model, tmp_path) / "tiny-kube.yaml"
     try:
         r = subprocess.run(["podman", "kube", "play", str(kube)], capture_output=True, text=True, env=run_env,
                            timeout=300)
@@ -243,6 +239,15 @@ def test_generated_kube_runs_under_podman_kube_play(store, model, env, podman_im
     finally:
         subprocess.run(["podman", "kube", "down", str(kube)], capture_output=True, env=run_env, timeout=120)
     assert leftovers(store, run_env) == []
+
+
+def generated(store, tag: str, run_env: dict, kind: str, name: str, port: int, model: str, tmp_path):
+    """The folder `serve --generate KIND` wrote its files into, for the test image."""
+    out = tmp_path / "deploy"
+    r = cli_run(store, "--engine", "podman", "--image", tag, "serve", "--generate", "%s:%s" % (kind, out),
+                "--name", name, "--port", str(port), model, env=run_env)
+    assert r.returncode == 0, r.stderr
+    return out
 
 
 def pinned(store, tag: str) -> str:
@@ -271,10 +276,7 @@ def test_generated_compose_runs_under_podman_compose(store, model, env, podman_i
     tag, penv = podman_image
     run_env = dict(env, **penv)
     port = free_port()
-    out = tmp_path / "deploy"
-    r = cli_run(store, "--engine", "podman", "--image", tag, "serve", "--generate", "compose:%s" % out,
-                "--name", "tiny-compose", "--port", str(port), model, env=run_env)
-    assert r.returncode == 0, r.stderr
+    out = generated(store, tag, run_env, "compose", "tiny-compose", port, model, tmp_path)
     compose = ["podman-compose", "-p", "tiny", "-f", str(out / "compose.yaml")]
     try:
         r = subprocess.run(compose + ["up", "-d"], capture_output=True, text=True, env=run_env, timeout=300)
