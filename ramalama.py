@@ -5021,13 +5021,16 @@ RPC_WORKERS = ("ggml-rpc-server", "rpc-server")     # llama.cpp's RPC worker, ne
 RPC_PORT = 50052
 
 
-def rpc_worker_argv(exe: str, host: str, port: int, threads: int = None, cache: bool = False) -> list:
+def rpc_worker_argv(exe: str, host: str, port: int, threads: int = None, cache: bool = False,
+                    extra: str = None) -> list:
     """llama.cpp's RPC worker: it holds the layers a llama-server gives it, on this host's
-    devices, and answers anyone who connects (it has no authentication)."""
+    devices, and answers anyone who connects (it has no authentication). `extra`: its own
+    flags, one string ('--device CUDA0')."""
+    import shlex
     argv = [exe, "--host", host, "--port", str(port)]
     if threads:
         argv += ["--threads", str(threads)]
-    return argv + (["--cache"] if cache else [])
+    return argv + (["--cache"] if cache else []) + shlex.split(extra or "")
 
 
 def model_mounts(model: Model) -> list:
@@ -5416,12 +5419,14 @@ def _add_registry_flags(p) -> None:
     p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
 
 
-def _add_launch_flags(p) -> None:
-    """Flags of every command that starts a runtime or a tool: how it runs and where."""
+def _add_launch_flags(p, layers: bool = True) -> None:
+    """Flags of every command that starts a runtime or a tool: how it runs and where (and, with
+    layers, how many of the model's layers go to the GPU)."""
     p.add_argument("--name", "-n", help="container name (default: ramalama-<random>)")
-    p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
-                   help="layers to offload to the GPU (config ngl; default auto: all when a GPU is "
-                        "found, else 0)")
+    if layers:
+        p.add_argument("--ngl", type=_layers, metavar="N|all|auto",
+                       help="layers to offload to the GPU (config ngl; default auto: all when a GPU is "
+                            "found, else 0)")
     p.add_argument("--threads", "-t", type=int, metavar="N",
                    help="CPU threads (config threads; default: the runtime's)")
     p.add_argument("--device", action="append", metavar="DEV",
@@ -6710,7 +6715,7 @@ def _rpc_server_args(p) -> None:
                    "NAME-0.NAME:PORT, ...), quadlet or compose files instead of running")
     p.add_argument("--replicas", type=int, default=2, metavar="N",
                    help="--generate kube: how many workers (2)")
-    _add_launch_flags(p)
+    _add_launch_flags(p, layers=False)
 
 
 @command("rpc-server", help="start a llama.cpp RPC worker that holds layers for a model served elsewhere",
@@ -6727,18 +6732,21 @@ def cmd_rpc_server(ctx) -> int:
         ctx.warn("the RPC worker listens on %s without authentication: anyone who reaches it can use it"
                  % args.host)
     threads = _settings(ctx, "llama.cpp")["threads"]
+
+    def worker(exe: str, host: str) -> list:
+        return rpc_worker_argv(exe, host, args.port, threads, args.cache, args.runtime_args)
     env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
     if ctx.debug:
         env["GGML_RPC_DEBUG"] = "1"
     engine, gpu = find_engine(ctx), detect_gpu(ctx.env)
     if args.generate:
-        return _generate_workers(ctx, engine or "podman", gpu, threads)
+        return _generate_workers(ctx, engine or "podman", gpu, worker)
     if engine:
         name = _container_name(ctx)
         image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
         exe = RPC_WORKERS[0] if ctx.args.dryrun else _image_command(ctx, engine, image, RPC_WORKERS)
         argv, _image_used = _in_container(
-            ctx, engine, gpu, rpc_worker_argv(exe, "0.0.0.0", args.port, threads, args.cache), [], name=name,
+            ctx, engine, gpu, worker(exe, "0.0.0.0"), [], name=name,
             labels={LABEL: "true", LABEL + ".runtime": "rpc-server", LABEL + ".url": "rpc://%s:%d" % (
                 "127.0.0.1" if args.host == "0.0.0.0" else args.host, args.port)},
             publish=publish_spec(args.host, args.port), detach=args.detach,
@@ -6756,7 +6764,7 @@ def cmd_rpc_server(ctx) -> int:
     if args.detach:
         raise UsageError("--detach needs a container engine (podman or docker)")
     exe = next((w for w in RPC_WORKERS if shutil.which(w, path=env.get("PATH"))), None)
-    argv = rpc_worker_argv(exe or RPC_WORKERS[0], args.host, args.port, threads, args.cache)
+    argv = worker(exe or RPC_WORKERS[0], args.host)
     if ctx.args.dryrun:
         ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
         return 0
@@ -6768,16 +6776,16 @@ def cmd_rpc_server(ctx) -> int:
     return run_to_end(argv, env, ctx.out, ctx.err)
 
 
-def _generate_workers(ctx, engine: str, gpu: str, threads: int) -> int:
-    """Deployment files for RPC workers: the pinned image, the worker listening on every address
-    of its pod or host (published on --host for quadlet and compose)."""
+def _generate_workers(ctx, engine: str, gpu: str, worker) -> int:
+    """Deployment files for RPC workers: the pinned image, `worker(exe, host)` listening on every
+    address of its pod or host (published on --host for quadlet and compose)."""
     args = ctx.args
     kind, _, outdir = args.generate.partition(":")
     image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
     exe = RPC_WORKERS[0] if ctx.args.dryrun or not find_engine(ctx) else _image_command(ctx, engine, image,
                                                                                          RPC_WORKERS)
     name = args.name or "ramalama-rpc"
-    argv = rpc_worker_argv(exe, "0.0.0.0", args.port, threads, args.cache)
+    argv = worker(exe, "0.0.0.0")
     files = generate_files(kind, name, image, argv, [], args.port,
                            {LABEL: "true", LABEL + ".runtime": "rpc-server"},
                            host=args.host, replicas=max(1, args.replicas))
