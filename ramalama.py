@@ -4771,6 +4771,10 @@ class APIClient:
         try:
             if status != 200:
                 self._fail(status, raw, "/chat/completions")
+            if (raw.getheader("Content-Type") or "").startswith("application/json"):
+                reply = _message_content(raw.read(64 << 20))      # a server that does not stream
+                out.write(reply + "\n")
+                return reply
             reply = []
             while True:
                 line = raw.readline()
@@ -4795,6 +4799,15 @@ class APIClient:
             raise NetworkError("lost the model server: %s" % _describe_oserror(e)) from e
         finally:
             close()
+
+
+def _message_content(body: bytes) -> str:
+    """The reply in a whole (not streamed) chat completion: choices[0].message.content."""
+    import json
+    try:
+        return json.loads(body)["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise RamalamaError("the model server's answer is not a chat completion") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

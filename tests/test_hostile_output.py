@@ -128,6 +128,7 @@ class HostileAPI:
                           + json.dumps({"choices": [{"delta": {"content": "t%s\x1b]0;pwned\x07" % evil}}]})
                           .encode() + b"\n\n" for _ in range(3)) + b"data: [DONE]\n\n"
         error = json.dumps({"error": {"message": "no %s\x1b[31m\nFAKE: line" % evil}}).encode()
+        whole = json.dumps({"choices": [{"message": {"content": "w%s\x1b]0;pwned\x07" % evil}}]}).encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *a):
@@ -147,6 +148,8 @@ class HostileAPI:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if request.get("model") == "missing":
                     return self.answer(404, error)
+                if request.get("model") == "whole":               # a server that does not stream
+                    return self.answer(200, whole)
                 self.answer(200, tokens, "text/event-stream")
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -163,6 +166,8 @@ def test_what_a_model_server_says_is_escaped(cli, c, tally):
     try:
         r = check(cli("chat", "--url", api.url, "hi"), tally, prose=True)
         assert r.code == 0 and "\\x1b]0;pwned\\x07" in r.out
+        r = check(cli("chat", "--url", api.url, "--model", "whole", "hi"), tally, prose=True)
+        assert r.code == 0 and r.out.startswith("w") and "\\x1b]0;pwned\\x07" in r.out
         check(cli("models", "--url", api.url), tally)
         check(cli("chat", "--url", api.url, "--list"), tally)
         r = check(cli("chat", "--url", api.url, "--model", "missing", "hi"), tally, one_error_line=True)
