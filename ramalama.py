@@ -5927,7 +5927,7 @@ def _push_args(p) -> None:
     p.add_argument("SOURCE", help="model in the store (or a file://, http(s):// reference)")
     p.add_argument("TARGET", nargs="?",
                    help="oci://registry/name:tag (default: SOURCE, an oci:// model in the store)")
-    _image_type_flags(p, "artifact")
+    _image_type_flags(p, "config convert_type, else artifact")
     _add_registry_flags(p)
 
 
@@ -5938,7 +5938,7 @@ def _push_args(p) -> None:
                    "oci://registry.example.com/images/llama:car"])
 def cmd_push(ctx) -> int:
     args, store = ctx.args, ctx.store
-    kind = _image_type(ctx, "modelpack")
+    kind = _image_type(ctx, ctx.config.get("convert_type") or "modelpack")    # as ramalama when set
     target_text = args.TARGET or args.SOURCE             # one name: push the stored model to where it names
     target = parse_ref(target_text if "://" in target_text else "oci://" + target_text)
     if target.transport != "oci":

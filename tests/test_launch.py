@@ -308,3 +308,15 @@ def test_several_models_answer_to_the_names_typed(cli, store, env, pulled, model
     r = cli("--nocontainer", "--dryrun", "serve", "tiny:1", "file://%s" % other)
     models_dir = shlex.split(r.out)[shlex.split(r.out).index("--models-dir") + 1]
     assert models_dir.startswith("/tmp/ramalama-models-") and not os.path.exists(models_dir)   # links removed
+
+
+def test_push_and_convert_types_follow_flag_then_config(cli, pulled):
+    target = "oci://registry.example.com/models/tiny:1"
+    assert cli("--dryrun", "push", pulled, target).out.endswith(" as modelpack\n")
+    r = cli("--dryrun", "push", pulled, target, env_extra={"RAMALAMA_CONVERT_TYPE": "raw"})
+    assert r.out.endswith(" as raw\n"), r                                 # ramalama's convert_type
+    r = cli("--dryrun", "push", "--type", "car", pulled, target, env_extra={"RAMALAMA_CONVERT_TYPE": "raw"})
+    assert r.out.endswith(" as car\n")
+    assert cli("--dryrun", "convert", pulled, target).out.endswith(" as raw\n")       # ramalama's default
+    r = cli("--dryrun", "push", pulled, target, env_extra={"RAMALAMA_CONVERT_TYPE": "tarball"})
+    assert r.code == 2 and "convert_type must be artifact, raw or car" in r.err
