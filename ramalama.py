@@ -6536,10 +6536,11 @@ def _every_gguf_model(ctx) -> list:
 
 
 def deployment_name(ref: str) -> str:
-    """A name Kubernetes, systemd and compose all take, from a model reference:
-    'ollama://tiny:latest' -> 'tiny-latest' (DNS-label characters, at most 40)."""
+    """A name Kubernetes (a Service's name is a DNS label), systemd and compose all take, from a
+    model reference: 'ollama://tiny:latest' -> 'tiny-latest', 'file:///m/tiny.gguf' ->
+    'm-tiny-gguf' (lowercase letters, digits and '-', at most 40)."""
     import re
-    return re.sub(r"[/:@]", "-", ref.split("://", 1)[-1]).lower()[:40].strip("-.")
+    return re.sub(r"[^a-z0-9]+", "-", ref.split("://", 1)[-1].lower())[:40].strip("-") or "model"
 
 
 def _generate(ctx, models: list, names: list, host: str, port: int) -> int:

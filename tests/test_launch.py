@@ -320,3 +320,14 @@ def test_push_and_convert_types_follow_flag_then_config(cli, pulled):
     assert cli("--dryrun", "convert", pulled, target).out.endswith(" as raw\n")       # ramalama's default
     r = cli("--dryrun", "push", pulled, target, env_extra={"RAMALAMA_CONVERT_TYPE": "tarball"})
     assert r.code == 2 and "convert_type must be artifact, raw or car" in r.err
+
+
+def test_deployment_names_are_dns_labels():
+    import re
+    digest = "@sha256:" + "ab" * 32
+    for ref, name in (("ollama://tiny:latest", "tiny-latest"),
+                      ("file:///srv/models/Tiny.Q4.gguf", "srv-models-tiny-q4-gguf"),
+                      ("hf://org/Repo_GGUF:Q8_0", "org-repo-gguf-q8-0"),
+                      ("oci://reg.test:5000/a/b" + digest, "reg-test-5000-a-b-sha256-abababababababa")):
+        assert ramalama.deployment_name(ref) == name
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 40
