@@ -2863,6 +2863,14 @@ class Registry:
         mtype = obj.get("mediaType") or (resp.header("Content-Type") or "").split(";")[0]
         return obj, mtype, digest
 
+    def single(self, name: str, found: tuple) -> tuple:
+        """`found` (manifest, media type, digest) itself, or, when it is an index, the manifest
+        choose_manifest() picks from it."""
+        manifest, mtype, _digest = found
+        if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
+            return self.manifest(name, choose_manifest(manifest)["digest"])
+        return found
+
     def small_blob(self, name: str, digest: str) -> bytes:
         """A small blob (an image config) read whole and checked against its digest."""
         data = self.request("GET", self.blob_url(name, digest), _scope(name), repo=name).read(MAX_MANIFEST)
@@ -3613,10 +3621,7 @@ def pull_from_registry(ctx: Services, ref: Ref, reg: Registry, found: tuple) -> 
     layers are the files themselves (skipped when stored, hardlinked from an ollama or Hugging
     Face cache when one has them), tar layers are unpacked into their files."""
     store = ctx.store
-    manifest, mtype, digest = found
-    if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
-        chosen = choose_manifest(manifest)
-        manifest, mtype, digest = reg.manifest(ref.name, chosen["digest"])
+    manifest, mtype, digest = reg.single(ref.name, found)
     unchanged = stored_unchanged(ctx, ref, "manifest_digest", digest, ("manifest_digest", "format", "layers"))
     if unchanged:
         ctx.info("%s: up to date" % (ref,))
@@ -3789,9 +3794,8 @@ def base_image(ctx: Services, reference: str) -> tuple:
     ref = parse_ref(reference if "://" in reference else "oci://" + reference)
     if ref.transport != "oci":
         raise UsageError("--carimage takes an image reference, not %s" % reference)
-    reg, (manifest, mtype, _digest) = registry_for(ctx, ref.host, ref.name, ref.digest or ref.tag)
-    if mtype in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
-        manifest, mtype, _digest = reg.manifest(ref.name, choose_manifest(manifest)["digest"])
+    reg, found = registry_for(ctx, ref.host, ref.name, ref.digest or ref.tag)
+    manifest, mtype, _digest = reg.single(ref.name, found)
     config = _load_json(reg.small_blob(ref.name, manifest["config"]["digest"]), "config of %s" % reference)
     run_downloads(ctx, [lambda dl, d=d: reg.download(ref.name, d, "base layer " + d["digest"][7:19], dl)
                         for d in manifest.get("layers") or [] if not ctx.store.has_blob(d["digest"])])
@@ -3851,19 +3855,27 @@ def modelpack_image(store: Store, model: Model) -> OCIImage:
                     {f.digest: store.blob_path(f.digest) for f in model.files})
 
 
+def model_as_image(ctx: Services, model: Model, kind: str, carimage: str = None) -> tuple:
+    """(OCIImage, its layer file to delete afterwards or None, the base's registry Ref or None):
+    a stored model as a ModelPack artifact (modelpack), or as ramalama's raw or car image (the
+    car's base from the engine's storage or its registry)."""
+    if kind == "modelpack":
+        return modelpack_image(ctx.store, model), None, None
+    base = base_image(ctx, carimage) if kind == "car" else None
+    image, layer = model_image(ctx.store, model, kind, base and base[:2])
+    return image, layer, base and base[2]
+
+
 def push_model(ctx: Services, model: Model, target: Ref, kind: str, carimage: str = None) -> str:
     """Upload a stored model as a ModelPack artifact (modelpack) or as ramalama's raw or car
     image, and tag it. Returns the manifest digest."""
+    import json
     store, reg = ctx.store, ctx.registry(target.host)
-    mounts, layer = _mount_sources(store, target), None
+    mounts = _mount_sources(store, target)
+    image, layer, base = model_as_image(ctx, model, kind, carimage)
     try:
-        if kind == "modelpack":
-            image = modelpack_image(store, model)
-        else:
-            base = base_image(ctx, carimage) if kind == "car" else None
-            image, layer = model_image(store, model, kind, base and base[:2])
-            if base and base[2] and base[2].host == target.host:     # the base's registry: mount, not copy
-                mounts.update((d["digest"], base[2].name) for d in base[1].get("layers") or [])
+        if base and base.host == target.host:     # the base's own registry: its layers are mounted
+            mounts.update((d["digest"], base.name) for d in json.loads(image.manifest)["layers"][:-1])
         return push_image(reg, target.name, target.digest or target.tag, image, mounts, ctx.progress(),
                           ctx.log)
     finally:
@@ -5993,11 +6005,7 @@ def cmd_convert(ctx) -> int:
     store, layer, tmpdir = ctx.store.ensure(), None, None
     try:
         with store.lock("store", shared=True):
-            if kind == "modelpack":
-                image = modelpack_image(store, model)
-            else:
-                base = base_image(ctx, _carimage(ctx)) if kind == "car" else None
-                image, layer = model_image(store, model, kind, base and base[:2])
+            image, layer, _base = model_as_image(ctx, model, kind, _carimage(ctx))
             if target.transport != "oci":
                 digest = write_layout(store, target.name, target.tag or "latest", image,
                                       archive=target.transport == "oci-archive")
