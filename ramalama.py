@@ -5006,18 +5006,23 @@ def _model_paths(model: Model) -> dict:
 
 
 def serve_options(model: Model, runtime: str, host: str, port: int, gpu: str, root: str,
-                  settings: dict) -> ServeOptions:
+                  settings: dict, models_max: int = None) -> ServeOptions:
     """Options for the runtime, with file paths below `root` (the model folder natively,
-    /mnt/models in a container). vLLM is given the folder when the model is not a GGUF.
-    `settings`: ctx_size, ngl, threads, temp, seed, runtime_args, max_tokens as chosen."""
+    /mnt/models in a container). vLLM is given the folder when the model is not a GGUF. With
+    models_max (model None), root is the folder of models llama-server's router serves.
+    `settings`: ctx_size, ngl, threads, temp, seed, runtime_args, max_tokens, rpc as chosen."""
+    s = settings
+    tuned = dict(ctx_size=s["ctx_size"] or None, ngl=gpu_layers(s["ngl"], gpu, s["rpc"]),
+                 threads=s["threads"], temp=s["temp"], seed=s["seed"], extra=s["runtime_args"],
+                 max_tokens=s["max_tokens"], rpc=s["rpc"])
+    if models_max:
+        return ServeOptions(runtime, root, None, None, None, host, port, models_max=models_max, **tuned)
     paths = _model_paths(model)
     under = {k: (root + "/" + v if v else None) for k, v in paths.items()}
     if runtime == "vllm" and not paths["model"].endswith(".gguf"):
         under["model"] = root
-    s = settings
     return ServeOptions(runtime, under["model"], under["mmproj"], under["template"], model.ref, host, port,
-                        s["ctx_size"] or None, gpu_layers(s["ngl"], gpu, s["rpc"]), s["threads"], s["temp"],
-                        s["seed"], s["runtime_args"], s["max_tokens"], None, s["rpc"])
+                        **tuned)
 
 
 def gpu_layers(ngl, gpu: str, rpc: str = None) -> int:
@@ -6192,17 +6197,12 @@ def _server_command(ctx, models: list, runtime: str, port: int, gpu: str, settin
     if settings["rpc"] and runtime != "llama.cpp":
         raise UsageError("--rpc spreads a model over llama.cpp RPC workers; vLLM has its own "
                          "distributed serving")
-    if len(models) == 1:
-        return lambda root, listen: runtime_argv(serve_options(models[0], runtime, listen, port, gpu, root,
-                                                               settings))
-    if runtime != "llama.cpp":
+    several = len(models) > 1                      # run serves one model and has no --models-max
+    if several and runtime != "llama.cpp":
         raise UsageError("several models are served by llama.cpp's router; vLLM serves one model at a time")
-    one = ServeOptions(runtime, None, None, None, None, None, port, settings["ctx_size"] or None,
-                       gpu_layers(settings["ngl"], gpu, settings["rpc"]), settings["threads"],
-                       settings["temp"],
-                       settings["seed"], settings["runtime_args"], settings["max_tokens"],
-                       getattr(ctx.args, "models_max", None) or 4, settings["rpc"])
-    return lambda root, listen: runtime_argv(one._replace(model=root, host=listen))
+    model, models_max = (None, getattr(ctx.args, "models_max", None) or 4) if several else (models[0], None)
+    return lambda root, listen: runtime_argv(serve_options(model, runtime, listen, port, gpu, root, settings,
+                                                           models_max))
 
 
 def _container_files(models: list, names: list = None) -> tuple:
@@ -6336,22 +6336,24 @@ def converse(ctx, client: APIClient, model: str, words: list, **options) -> int:
 
 def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=None) -> int:
     """A llama.cpp tool on the model, to its end: in the pinned image with run's device, GPU
-    and engine options (no network), or natively. `command_at(root, paths)` is its command with
-    the model's files below root and the host files `inputs` at `paths`. Its output goes to
-    `out` and `err` (default: ours)."""
+    and engine options (no network), or natively. `command_at(root, paths, settings, ngl)` is
+    its command with the model's files below root, the host files `inputs` at `paths`, the
+    runtime settings and the layers to offload. Its output goes to `out` and `err` (default:
+    ours)."""
     import shlex
     import shutil
     runtime = _runtime(ctx)
     if runtime != "llama.cpp":
         raise UsageError("%s runs llama.cpp's tools; vLLM has its own (`vllm bench`): use --runtime llama.cpp"
                          % ctx.args.command)
-    engine, gpu = find_engine(ctx), detect_gpu(ctx.env)
+    engine, gpu, settings = find_engine(ctx), detect_gpu(ctx.env), _settings(ctx, runtime)
+    ngl = gpu_layers(settings["ngl"], gpu)
     env = {k: v for k, v in ctx.env.items() if k not in SECRET_ENV}
     if engine:
         name = _container_name(ctx)
         inside = ["/data/%d-%s" % (i, os.path.basename(p)) for i, p in enumerate(inputs)]
         root, mounts = _container_files([model])
-        argv, _image_used = _in_container(ctx, engine, gpu, command_at(root, inside), mounts
+        argv, _image_used = _in_container(ctx, engine, gpu, command_at(root, inside, settings, ngl), mounts
                                           + list(zip(inputs, inside)),
                                           name=name, labels=_labels([model], runtime), detach=False)
         if ctx.args.dryrun:
@@ -6362,7 +6364,7 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=No
     env.update(e.partition("=")[::2] for e in ctx.args.env or [] if "=" in e)
     root, release = _native_files(ctx, [model])
     try:
-        argv = command_at(root, list(inputs))
+        argv = command_at(root, list(inputs), settings, ngl)
         if ctx.args.dryrun:
             ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
             return 0
@@ -6388,10 +6390,9 @@ def _bench_args(p) -> None:
                    "ramalama bench --runtime-args '-p 256 -n 64 -r 3' llama3.2:1b"])
 def cmd_bench(ctx) -> int:
     model = _model_for(ctx, ctx.args.MODEL)
-    s, gpu = _settings(ctx, _runtime(ctx)), detect_gpu(ctx.env)
     model_file = _model_paths(model)["model"]
-    return run_tool(ctx, model, lambda root, _inputs: bench_argv(
-        root + "/" + model_file, gpu_layers(s["ngl"], gpu), s["threads"], ctx.args.format, s["runtime_args"]))
+    return run_tool(ctx, model, lambda root, _inputs, s, ngl: bench_argv(
+        root + "/" + model_file, ngl, s["threads"], ctx.args.format, s["runtime_args"]))
 
 
 def _perplexity_args(p) -> None:
@@ -6424,15 +6425,14 @@ def cmd_perplexity(ctx) -> int:
         if os.path.getsize(text) == 0:
             raise UsageError("the text to score is empty")
         model = _model_for(ctx, ctx.args.MODEL)
-        s, gpu = _settings(ctx, _runtime(ctx)), detect_gpu(ctx.env)
         model_file = _model_paths(model)["model"]
         # llama-perplexity exits 0 when the text is too short for its context, and its log thread
         # can lose its last lines at exit: a run that printed neither a chunk's value nor the
         # estimate computed nothing
         chunks, estimate = _Seen(ctx.out, "[1]"), _Seen(ctx.err, "Final estimate")
-        status = run_tool(ctx, model, lambda root, inputs: perplexity_argv(
-            root + "/" + model_file, inputs[0], gpu_layers(s["ngl"], gpu), s["threads"], s["ctx_size"],
-            s["runtime_args"]), inputs=(os.path.abspath(text),), out=chunks, err=estimate)
+        status = run_tool(ctx, model, lambda root, inputs, s, ngl: perplexity_argv(
+            root + "/" + model_file, inputs[0], ngl, s["threads"], s["ctx_size"], s["runtime_args"]),
+            inputs=(os.path.abspath(text),), out=chunks, err=estimate)
         if status == 0 and not (chunks.seen or estimate.seen or ctx.args.dryrun):
             raise RamalamaError("llama-perplexity computed nothing: a text needs at least twice the context "
                                 "size in tokens (--ctx-size; the model's own by default)")
