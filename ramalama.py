@@ -3173,9 +3173,13 @@ class Services:
             if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
                 raise ConfigError("[ramalama.download] timeout must be a positive number of seconds, not %r"
                                   % (timeout,))
-            self._session = HTTPSession(tls_verify=self.tls_verify is not False, timeout=float(timeout),
-                                        cert_dir=self.cert_dir, log=self.log, env=self.env)
+            self._session = self._http(float(timeout))
         return self._session
+
+    def _http(self, timeout: float) -> HTTPSession:
+        """A session with this command's TLS choice, CA certificates and proxies."""
+        return HTTPSession(tls_verify=self.tls_verify is not False, timeout=timeout, cert_dir=self.cert_dir,
+                           log=self.log, env=self.env)
 
     def connections(self) -> int:
         """--parallel, else [ramalama.download] connections, else 8: the budget of one pull."""
@@ -3187,15 +3191,11 @@ class Services:
     def registry(self, host: str) -> "Registry":
         """An OCI client for `host` with this command's session, credentials file and TLS choice."""
         return Registry(self.session(), host, env=self.env, tls_verify=self.tls_verify,
-                        authfile=self.authfile,
-                        log=self.log, warn=self.warn)
+                        authfile=self.authfile, log=self.log, warn=self.warn)
 
     def api(self, url: str, api_key: str = None) -> "APIClient":
         """A client for an OpenAI-compatible API, with a session that waits as long as a model thinks."""
-        session = HTTPSession(tls_verify=self.tls_verify is not False, timeout=API_TIMEOUT,
-                              cert_dir=self.cert_dir,
-                              log=self.log, env=self.env)
-        return APIClient(url, api_key, session)
+        return APIClient(url, api_key, self._http(API_TIMEOUT))
 
     def downloader(self, connections: int = None) -> "Downloader":
         budget = connections or self.connections()
@@ -3227,8 +3227,8 @@ def stored_unchanged(ctx: Services, ref: Ref, key: str, value, keep: tuple):
     otherwise. `keep` names the meta fields the refreshed folder carries on."""
     store = ctx.store
     old = store.load(store.folder(ref)) if store.exists() else None
-    if not value or not old or old.meta.get(key) != value or not all(store.has_blob(f.digest)
-                                                                     for f in old.files):
+    if (not value or not old or old.meta.get(key) != value
+            or not all(store.has_blob(f.digest) for f in old.files)):
         return None
     return old.files, {k: old.meta[k] for k in keep if k in old.meta}
 
@@ -4839,7 +4839,8 @@ def publish_spec(host: str, port: int) -> str:
 
 
 def to_yaml(obj, indent: int = 0) -> str:
-    """Block-style YAML of dicts, lists and scalars; scalars are written as JSON, which YAML reads."""
+    """Block-style YAML of dicts, lists and scalars; scalars (and empty dicts and lists) are
+    written as JSON, which YAML reads."""
     import json
     import re
     pad = "  " * indent
@@ -4847,15 +4848,15 @@ def to_yaml(obj, indent: int = 0) -> str:
         lines = []
         for key, value in obj.items():
             key = key if re.fullmatch(r"[A-Za-z0-9_./-]+", key) else json.dumps(key)
-            nested = isinstance(value, (dict, list)) and value
-            lines.append("%s%s:%s"
-                         % (pad, key, "\n" + to_yaml(value, indent + 1) if nested else " " + to_yaml(value)))
+            if isinstance(value, (dict, list)) and value:
+                lines.append("%s%s:\n%s" % (pad, key, to_yaml(value, indent + 1)))
+            else:
+                lines.append("%s%s: %s" % (pad, key, to_yaml(value)))
         return "\n".join(lines)
     if isinstance(obj, list) and obj:
-        return "\n".join(pad + "- "
-                         + (to_yaml(item, indent + 1).lstrip() if isinstance(item, (dict, list)) and item
-                                       else to_yaml(item)) for item in obj)
-    return json.dumps(obj) if not isinstance(obj, (dict, list)) else ("{}" if isinstance(obj, dict) else "[]")
+        # an item's first line follows its dash; its other lines keep their indentation
+        return "\n".join(pad + "- " + to_yaml(item, indent + 1).lstrip() for item in obj)
+    return json.dumps(obj)
 
 
 # The init container of the cluster form: fetch each file by digest from the registry (anonymous,
@@ -4902,8 +4903,9 @@ def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, h
     one-node deployment, as `podman kube play` runs it); "image": a Kubernetes image volume of
     `source` by digest (Kubernetes 1.35, or 1.31 with the ImageVolume gate, and a runtime that
     mounts artifacts); "init": an init container fetches `source`'s files by digest into an
-    emptyDir (any Kubernetes). With replicas (RPC workers, no model): a StatefulSet and a
-    headless Service, so that each worker is NAME-<i>.NAME:PORT to the model server."""
+    emptyDir (any Kubernetes); None: no model (an RPC worker is given its layers over the
+    network). With replicas: a StatefulSet and a headless Service, so that each worker is
+    NAME-<i>.NAME:PORT to the model server."""
     secure = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     container = {"name": "rpc-worker" if replicas else "model-server", "image": image, "command": argv}
     if key_var:
@@ -4911,9 +4913,7 @@ def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, h
                                                                               "key": "api-key"}}}]
     container["ports"] = [{"containerPort": port}]
     pod = {"containers": [container]}
-    if replicas:
-        pass                                     # a worker is given its layers over the network
-    elif volume == "host":
+    if volume == "host":
         container["ports"][0]["hostPort"] = port
         if host not in ("0.0.0.0", ""):
             container["ports"][0]["hostIP"] = host
@@ -4925,7 +4925,7 @@ def kube_manifests(name: str, image: str, argv: list, mounts: list, port: int, h
         container["volumeMounts"] = [{"name": "model", "mountPath": CONTAINER_MODELS, "readOnly": True}]
         pod["volumes"] = [{"name": "model",
                            "image": {"reference": source.reference, "pullPolicy": "IfNotPresent"}}]
-    else:
+    elif volume == "init":
         import json
         fetch = {"name": "fetch-model", "image": image,
                  "command": ["python3", "-c", FETCH_BY_DIGEST, source.base, source.repo, CONTAINER_MODELS,
@@ -5070,8 +5070,8 @@ def model_mounts(model: Model) -> list:
 
 def served_name(ref: str) -> str:
     """The name a model answers to among several: its reference (as typed, or as stored)
-    without the scheme, in
-    characters a file and a mount option take ('ollama://smollm:135m' -> 'smollm:135m',
+    without the scheme, in characters a file and a mount option take
+    ('ollama://smollm:135m' -> 'smollm:135m',
     'hf://org/repo:Q4_K_M' -> 'org-repo:Q4_K_M'); a file or URL model by its file name."""
     import re
     scheme, _, rest = ref.rpartition("://")
@@ -5524,11 +5524,9 @@ class Context(Services):
                           flag("pull") or config.get("pull") or "missing", config.get("ollama_registry"),
                           config.get("mirrors") or {}, bool(flag("all_files")))
         super().__init__(env, choices, store_root=args.store or config.get("store") or default_store(env),
-                         err=err,
-                         quiet=args.quiet, debug=args.debug, tls_verify=flag("tls_verify"),
-                         cert_dir=flag("cert_dir"),
-                         authfile=flag("authfile"), download=config.get("download"),
-                         parallel=flag("parallel"))
+                         err=err, quiet=args.quiet, debug=args.debug, tls_verify=flag("tls_verify"),
+                         cert_dir=flag("cert_dir"), authfile=flag("authfile"),
+                         download=config.get("download"), parallel=flag("parallel"))
         self.args, self.config, self.clock = args, config, clock
         self.out = SafeStream(out)
 
@@ -6132,6 +6130,12 @@ def _image(ctx, runtime: str, gpu: str) -> str:
         VLLM_IMAGE if runtime == "vllm" else GPU_IMAGES[gpu]) + ":latest"
 
 
+def _show_command(ctx, argv: list) -> None:
+    """What --dryrun prints instead of running: the command line, quoted for a shell."""
+    import shlex
+    ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+
+
 def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, names: list = None):
     """Start a server for one model, or llama-server's router for several (each answering to
     the served_name of its entry in `names`, else of its reference), in the chosen engine or
@@ -6140,7 +6144,6 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, n
     listens on a unix socket there and a container gets no network at all; with RPC workers a
     container shares this host's network, to reach them where this host does. Returns the
     Server, or None after --dryrun printed it."""
-    import shlex
     runtime, engine, gpu = _runtime(ctx), find_engine(ctx), detect_gpu(ctx.env)
     sock = (socket_dir + "/llama.sock") if socket_dir else None
     local = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -6164,7 +6167,7 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, n
             publish=None if sock or shared else publish_spec(host, port), socket_dir=socket_dir,
             env_names=(key_var,) if key else (), network="host" if shared else None)
         if ctx.args.dryrun:
-            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            _show_command(ctx, argv)
             return None
         try:
             return start_container(engine, argv, name, endpoint, image, env, key)
@@ -6176,7 +6179,7 @@ def launch(ctx, models: list, *, host: str, port: int, socket_dir: str = None, n
     try:
         argv = command_at(root, sock or host)
         if ctx.args.dryrun:
-            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            _show_command(ctx, argv)
             return None
         log_path = os.path.join(socket_dir or ctx.store.ensure().tmp, "server-%d.log" % os.getpid())
         server = start_native(argv, endpoint, log_path, env, key)
@@ -6209,8 +6212,8 @@ def _container_files(models: list, names: list = None) -> tuple:
     """(root, mounts): where a container sees the models' files, and the read-only mounts that
     put them there. A model ramalama keeps as an image is that image, mounted."""
     if len(models) != 1:
-        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel) for src,
-                                  rel in router_files(models, names)]
+        return CONTAINER_MODELS, [(src, CONTAINER_MODELS + "/" + rel)
+                                  for src, rel in router_files(models, names)]
     if models[0].meta.get("store") == "ramalama-image":
         return "/mnt/image/models", [("image:" + models[0].meta["image"], "/mnt/image")]
     return CONTAINER_MODELS, model_mounts(models[0])
@@ -6340,7 +6343,6 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=No
     its command with the model's files below root, the host files `inputs` at `paths`, the
     runtime settings and the layers to offload. Its output goes to `out` and `err` (default:
     ours)."""
-    import shlex
     import shutil
     runtime = _runtime(ctx)
     if runtime != "llama.cpp":
@@ -6357,7 +6359,7 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=No
                                           + list(zip(inputs, inside)),
                                           name=name, labels=_labels([model], runtime), detach=False)
         if ctx.args.dryrun:
-            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            _show_command(ctx, argv)
             return 0
         return run_to_end(argv, env, out or ctx.out, err or ctx.err,
                           stop=lambda _proc: remove_container(engine, name, env))
@@ -6366,7 +6368,7 @@ def run_tool(ctx, model: Model, command_at, inputs: tuple = (), out=None, err=No
     try:
         argv = command_at(root, list(inputs), settings, ngl)
         if ctx.args.dryrun:
-            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            _show_command(ctx, argv)
             return 0
         if not shutil.which(argv[0], path=env.get("PATH")):
             raise RamalamaError("%s is not installed (not on PATH); install llama.cpp's tools, or run in a "
@@ -6523,8 +6525,7 @@ def cmd_serve(ctx) -> int:
             waited = subprocess.run([find_engine(ctx), "wait", server.name], capture_output=True, text=True,
                                     env=ctx.env).stdout.strip()
             status = int(waited) if waited.lstrip("-").isdigit() else 0
-        if status not in (0, 130, 143, -2,
-                          -15):    # stopped from elsewhere (ramalama stop, kill) is no failure
+        if status not in (0, 130, 143, -2, -15):      # stopped from elsewhere (ramalama stop, kill)
             raise RamalamaError("the model server stopped with exit status %d: %s" % (status, server.logs()))
         return 0
     finally:
@@ -6747,7 +6748,6 @@ def _rpc_server_args(p) -> None:
 def cmd_rpc_server(ctx) -> int:
     """The worker runs in the pinned image (GPU devices as for run) or natively, in the
     foreground until stopped, or detached with -d. --debug makes it log what it is given."""
-    import shlex
     import shutil
     args = ctx.args
     if args.host not in ("127.0.0.1", "::1", "localhost"):
@@ -6762,7 +6762,7 @@ def cmd_rpc_server(ctx) -> int:
         env["GGML_RPC_DEBUG"] = "1"
     engine, gpu = find_engine(ctx), detect_gpu(ctx.env)
     if args.generate:
-        return _generate_workers(ctx, engine or "podman", gpu, worker)
+        return _generate_workers(ctx, engine, gpu, worker)
     if engine:
         name = _container_name(ctx)
         image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
@@ -6774,7 +6774,7 @@ def cmd_rpc_server(ctx) -> int:
             publish=publish_spec(args.host, args.port), detach=args.detach,
             env_names=("GGML_RPC_DEBUG",) if ctx.debug else (), image=image)
         if ctx.args.dryrun:
-            ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+            _show_command(ctx, argv)
             return 0
         if args.detach:
             start_container(engine, argv, name, "", image, env)
@@ -6788,7 +6788,7 @@ def cmd_rpc_server(ctx) -> int:
     exe = next((w for w in RPC_WORKERS if shutil.which(w, path=env.get("PATH"))), None)
     argv = worker(exe or RPC_WORKERS[0], args.host)
     if ctx.args.dryrun:
-        ctx.out.write(tty_safe(shlex.join(argv)) + "\n")
+        _show_command(ctx, argv)
         return 0
     if exe is None:
         raise RamalamaError("llama.cpp's RPC worker (%s) is not installed (not on PATH); install llama.cpp "
@@ -6800,17 +6800,18 @@ def cmd_rpc_server(ctx) -> int:
 
 def _generate_workers(ctx, engine: str, gpu: str, worker) -> int:
     """Deployment files for RPC workers: the pinned image, `worker(exe, host)` listening on every
-    address of its pod or host (published on --host for quadlet and compose)."""
+    address of its pod or host (published on --host for quadlet and compose). With an engine
+    here, the image is asked which name its worker has; else the current name is written."""
     args = ctx.args
     kind, _, outdir = args.generate.partition(":")
-    image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine, offline=ctx.args.dryrun)
-    exe = RPC_WORKERS[0] if ctx.args.dryrun or not find_engine(ctx) else _image_command(ctx, engine, image,
-                                                                                         RPC_WORKERS)
+    image = resolve_image(ctx, _image(ctx, "llama.cpp", gpu), engine or "podman", offline=ctx.args.dryrun)
+    probe = engine and not ctx.args.dryrun
+    exe = _image_command(ctx, engine, image, RPC_WORKERS) if probe else RPC_WORKERS[0]
     name = args.name or "ramalama-rpc"
     argv = worker(exe, "0.0.0.0")
     files = generate_files(kind, name, image, argv, [], args.port,
                            {LABEL: "true", LABEL + ".runtime": "rpc-server"},
-                           host=args.host, replicas=max(1, args.replicas))
+                           host=args.host, volume=None, replicas=max(1, args.replicas))
     if kind == "kube":
         ctx.info("the workers are %s: give them to serve --rpc" % ",".join(
             "%s-%d.%s:%d" % (name, i, name, args.port) for i in range(max(1, args.replicas))))
