@@ -4740,7 +4740,8 @@ class APIClient:
             resp = self.session.request(method, self.base + path, headers=headers, body=body, auth=auth,
                                         ok=API_STATUSES)
         except NetworkError as e:
-            if not isinstance(e.__cause__, (ConnectionError, socket.gaierror)):
+            # the server itself refused or has no address; a proxy's failure says so itself
+            if isinstance(e, ProxyError) or not isinstance(e.__cause__, (ConnectionError, socket.gaierror)):
                 raise
             raise NetworkError("no model server answers at %s (%s); start one with "
                                "`ramalama serve -d MODEL`, or pass --url"

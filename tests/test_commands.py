@@ -89,6 +89,12 @@ def test_chat_without_a_server_is_one_line(store, env):
     assert r.returncode == 1
     assert one_error_line(r) == ("Error: no model server answers at http://127.0.0.1:%d/v1 (Connection "
                                  "refused); start one with `ramalama serve -d MODEL`, or pass --url" % port)
+    # through a proxy that is down, the line names the proxy, not the server behind it
+    r = cli_run(store, "chat", "--url", "http://models.example.com/v1", "hi",
+                env=dict(env, HTTP_PROXY="http://127.0.0.1:%d" % port))
+    assert r.returncode == 1
+    assert one_error_line(r) == ("Error: cannot reach proxy http://127.0.0.1:%d (from HTTP_PROXY): "
+                                 "Connection refused" % port)
     r = cli_run(store, "models", "--url", "ftp://example.com", env=env)
     assert r.returncode == 2 and "not an http(s) URL" in one_error_line(r)
 
