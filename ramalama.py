@@ -2025,16 +2025,19 @@ class atomic_file:
         return self.file
 
     def __exit__(self, exc_type, *exc):
+        renamed = False
         try:
-            if exc_type is None and self.fsync:
-                self.file.flush()
-                os.fsync(self.file.fileno())
+            if exc_type is None:
+                if self.fsync:
+                    self.file.flush()
+                    os.fsync(self.file.fileno())
+                self.file.close()
+                os.replace(self.tmp, self.path)
+                renamed = True
         finally:
-            self.file.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            _unlink_quiet(self.tmp)
+            if not renamed:
+                _unlink_quiet(self.tmp)
+            self.file.close()                       # a no-op unless writing failed before
 
 
 def _write_json_atomic(path: str, obj, fsync: bool = False) -> None:
