@@ -124,7 +124,8 @@ with zipfile.ZipFile(src) as zin:
         elif not (name.startswith("_bootstrap/") or name == "__main__.py"):
             sys.exit("build.sh: unexpected entry in shiv output: " + name)
 
-# The pycs are stored uncompressed: half the start-up cost.
+# The pycs and the launcher are stored uncompressed (storing the pycs halved the start-up cost):
+# a start inflates nothing.
 for name in sorted(os.listdir(pyc_dir)):
     with open(os.path.join(pyc_dir, name), "rb") as f:
         entries["site-packages/" + name] = f.read()
@@ -139,7 +140,8 @@ with open(dst, "wb") as f:
             info = zipfile.ZipInfo(name, date_time=date_time)
             info.create_system = 3
             info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_STORED if name.endswith(".pyc") else zipfile.ZIP_DEFLATED
+            stored = name.endswith(".pyc") or name == "__main__.py"
+            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
             zout.writestr(info, entries[name])
 PYEOF
 
