@@ -28,6 +28,7 @@ Store layout (root: --store, RAMALAMA_STORE, config `store`, else
   repos/<transport>/<path>/<tag>/ one folder per model: hardlinks to blobs + .ref.json
   tmp/                            downloads in progress and folders being built
   locks/                          flock files: store.lock, one per download
+  listing.json                    what `list` last read, with stamps: checked on every use
 
 Environment: RAMALAMA_CONFIG, and RAMALAMA_<KEY> / RAMALAMA_<TABLE>__<KEY> for every config key
 (RAMALAMA_STORE, RAMALAMA_PORT, RAMALAMA_RUNTIMES__LLAMA_CPP__NGL, ...); HTTPS_PROXY, HTTP_PROXY,
@@ -2067,6 +2068,11 @@ class Model(namedtuple("Model", "ref path meta")):
     """A model folder in the store: its canonical reference string, folder path and .ref.json."""
     __slots__ = ()
 
+    @classmethod
+    def at(cls, path: str, meta: dict) -> "Model":
+        """The model in folder `path`, whose .ref.json says `meta`."""
+        return cls(meta.get("ref", path), path, meta)
+
     @property
     def files(self) -> list:
         return [FileSpec(f["name"], f["digest"], f["size"], f.get("role", "other"), f.get("media_type", ""))
@@ -2086,12 +2092,14 @@ class Store:
     """The content-addressed store. Every write goes through tmp/ and becomes visible with one
     rename or link, so a kill at any moment leaves either the old state or the new one."""
 
-    def __init__(self, root: str, log=None):
+    def __init__(self, root: str, log=None, clock=time.time):
         self.root = os.path.abspath(root)
+        self.clock = clock                      # what listing stamps are judged recent by
         self.blobs = os.path.join(self.root, "blobs", "sha256")
         self.repos = os.path.join(self.root, "repos")
         self.tmp = os.path.join(self.root, "tmp")
         self.locks = os.path.join(self.root, "locks")
+        self.listing = os.path.join(self.root, "listing.json")
         self.log = log or (lambda msg: None)
         self._said_copy = False
 
@@ -2234,6 +2242,11 @@ class Store:
     def load(self, path: str):
         """The Model in folder `path`, or None when there is none. Everything a command will
         turn into a path or a number is checked here, so a damaged .ref.json is one error."""
+        found = self._read_model(path)
+        return found and found[0]
+
+    def _read_model(self, path: str):
+        """load()'s (Model, stat of the .ref.json it read), or None."""
         import json
         try:
             fd = os.open(path + "/" + REF_FILE, os.O_RDONLY)   # os.open: `list` does this for every folder
@@ -2242,7 +2255,7 @@ class Store:
         except OSError as e:
             raise StoreError("%s: unreadable %s: %s" % (path, REF_FILE, e.strerror or e))
         try:
-            meta = json.loads(_read_fd(fd))
+            meta, st = json.loads(_read_fd(fd)), os.fstat(fd)
         except IsADirectoryError:
             return None
         except (OSError, ValueError, RecursionError) as e:
@@ -2257,7 +2270,7 @@ class Store:
         if not _ref_json_ok(meta):
             raise StoreError("%s: malformed %s (run `ramalama fsck`, or pull the model again)"
                              % (path, REF_FILE))
-        return Model(meta.get("ref", path), path, meta)
+        return Model.at(path, meta), st
 
     def find(self, ref: Ref):
         """Our model for ref, else one ramalama 0.25 pulled into the same directory, else None."""
@@ -2275,28 +2288,87 @@ class Store:
     def ramalama_models(self):
         return ramalama_models(self.root)
 
-    def models(self, broken: list = None):
-        """Every model folder below repos/, in directory order. With a `broken` list, folders
-        whose .ref.json cannot be read are appended there as (path, error) instead of raising.
-        A folder is tried as a model before it is listed: model folders are never scanned."""
-        stack = [self.repos]
+    def models(self, broken: list = None, remember: bool = False):
+        """Every model folder below repos/. With a `broken` list, folders whose .ref.json cannot
+        be read are appended there as (path, error) instead of raising. A folder is tried as a
+        model before it is listed: model folders are never scanned.
+
+        With `remember` (only `list`, which shows what it finds and acts on nothing), what was
+        read is kept in listing.json with the stamp of each folder and .ref.json: an entry
+        whose stamp still matches is taken from there, so an unchanged model costs two stats
+        instead of a walk of its folders and a read of its .ref.json. The stamp is the inode,
+        size, mtime and ctime: a folder's times change whenever an entry in it is added,
+        removed or renamed, a file's ctime with every change to it, and no one can set a ctime.
+        A stamp from the last two seconds is not kept: a second change within the same tick
+        of the filesystem's clock would leave it as it was."""
+        seen = self._listing() if remember else {}
+        kept, recent = {}, int((self.clock() - 2) * 1e9)
+        stack = [""]
         while stack:
+            rel = stack.pop()
             try:
-                subdirs = [e.path for e in os.scandir(stack.pop()) if e.is_dir(follow_symlinks=False)]
-            except FileNotFoundError:
+                found = self._folder(rel, seen, kept if remember else None, recent)
+            except StoreError as e:
+                if broken is None:
+                    raise
+                broken.append((self.repos + rel, str(e)))
                 continue
-            for path in subdirs:
-                try:
-                    model = self.load(path)
-                except StoreError as e:
-                    if broken is None:
-                        raise
-                    broken.append((path, str(e)))
-                    continue
-                if model is None:
-                    stack.append(path)
-                else:
-                    yield model
+            if isinstance(found, Model):
+                yield found
+            else:
+                stack.extend(rel + "/" + name for name in reversed(found))
+        if remember and kept != seen:
+            self._save_listing(kept)
+
+    def _folder(self, rel: str, seen: dict, kept, recent: int):
+        """What repos/<rel> holds: its Model, or the names of its subfolders ([] when it is
+        gone). Taken from `seen` when the stamp matches; what is read goes into `kept`."""
+        path = self.repos + rel
+        known = seen.get(rel)
+        if known is not None:
+            try:
+                stamp, content = known
+                is_model = isinstance(content, dict)
+                now = os.stat(path + "/" + REF_FILE if is_model else path, follow_symlinks=False)
+                intact = _ref_json_ok(content) if is_model else _folder_names_ok(content)
+                if intact and _stamp(now) == stamp:
+                    kept[rel] = known
+                    return Model.at(path, content) if is_model else content
+            except (OSError, TypeError, ValueError):
+                pass                                  # changed, gone, or not an entry we wrote
+        read = self._read_model(path) if rel else None
+        if read:
+            found, st = read
+            content = found.meta
+        else:
+            try:
+                st = None if kept is None else os.stat(path, follow_symlinks=False)   # before the scan
+                found = content = [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        if kept is not None and st.st_ctime_ns < recent:
+            kept[rel] = [_stamp(st), content]
+        return found
+
+    def _listing(self) -> dict:
+        """listing.json's entries, or {} when it is missing, unreadable or of another layout."""
+        import json
+        try:
+            with open(self.listing, "rb") as f:
+                saved = json.loads(f.read())
+            entries = saved["entries"] if saved["layout"] == REF_VERSION else {}
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def _save_listing(self, entries: dict) -> None:
+        """Best effort: a store this user cannot write is listed the slow way every time."""
+        import json
+        try:
+            with atomic_file(self.listing, text=True) as f:
+                f.write(json.dumps({"layout": REF_VERSION, "entries": entries}, separators=(",", ":")))
+        except OSError:
+            pass
 
     def referenced(self) -> set:
         return {f["digest"] for m in self.models() for f in m.meta["files"]}
@@ -2495,6 +2567,17 @@ def _read_fd(fd: int, size: int = 1 << 16) -> bytes:
     while len(chunks[-1]) == size:
         chunks.append(os.read(fd, size))
     return b"".join(chunks)
+
+
+def _stamp(st) -> list:
+    """What tells a file or folder changed: inode, size, mtime and ctime."""
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _folder_names_ok(names) -> bool:
+    """Whether a remembered folder listing holds only plain names: none leads out of repos/."""
+    return isinstance(names, list) and all(
+        isinstance(n, str) and n not in ("", ".", "..") and "/" not in n for n in names)
 
 
 def _ref_json_ok(meta) -> bool:
@@ -5617,7 +5700,7 @@ def _list_args(p) -> None:
 def cmd_list(ctx) -> int:
     """Our models and those ramalama 0.25 pulled into the same directory (marked as its)."""
     store = ctx.store
-    ours = list(store.models()) if store.exists() else []
+    ours = list(store.models(remember=True)) if store.exists() else []
     names = {o.ref for o in ours}
     theirs = [m for m in list(store.ramalama_models()) + engine_models(ctx, to_run=True)
               if m.ref not in names]                                            # adopted ones: once

@@ -2,6 +2,7 @@
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -189,3 +190,102 @@ def test_a_stray_file_in_blobs_does_not_break_commands(cli, store, model_file):
     assert cli("pull", "file://%s" % model_file).code == 0
     (store / "blobs" / "sha256" / ("z" * 64)).write_bytes(b"x")
     assert cli("fsck").code == 0 and cli("prune").code == 0 and cli("info").code == 0
+
+
+# -- list remembers what it read (listing.json), and still sees every change
+
+def _publish(st, name, digest, size, files=("m.gguf",)):
+    specs = [ramalama.FileSpec(f, "sha256:" + digest, size, "model", "") for f in files]
+    return st.publish_model(ramalama.parse_ref(name), specs, {})
+
+
+def _truth(st):
+    """What a walk that remembers nothing finds."""
+    return sorted((m.path, json.dumps(m.meta, sort_keys=True)) for m in st.models())
+
+
+def _listed(st):
+    return sorted((m.path, json.dumps(m.meta, sort_keys=True)) for m in st.models(remember=True))
+
+
+def test_list_remembers_unchanged_folders_and_sees_every_change(tmp_path, model_file):
+    later = lambda: time.time() + 10                      # noqa: E731  every stamp is old enough to keep
+    st = ramalama.Store(str(tmp_path / "s"), clock=later).ensure()
+    digest, size = st.import_file(str(model_file))
+    for name in ("ollama://a/one:1", "ollama://a/two:1", "oci://r.test/x/y/z:t"):
+        _publish(st, name, digest, size)
+    assert _listed(st) == _truth(st) and len(_truth(st)) == 3
+    saved = json.loads(open(st.listing).read())
+    one = "/ollama/registry.ollama.ai/a/one/1"
+    assert saved["entries"][one][1]["ref"] == "ollama://a/one:1"
+
+    # An entry whose stamp matches is what list shows (the .ref.json is not read again) ...
+    saved["entries"][one][1]["pulled"] = 12345
+    with open(st.listing, "w") as f:
+        json.dump(saved, f)
+    shown = {m.ref: m for m in st.models(remember=True)}
+    assert shown["ollama://a/one:1"].meta["pulled"] == 12345
+
+    # ... and each kind of change is seen: a replaced folder, an in-place rewrite that keeps the
+    # size and sets the old mtime back (ctime still moves), a new model, a removed one.
+    _publish(st, "ollama://a/one:1", digest, size, files=("other.gguf",))
+    ref_two = os.path.join(st.repos, "ollama/registry.ollama.ai/a/two/1", ramalama.REF_FILE)
+    before = os.stat(ref_two)
+    text = open(ref_two).read()
+    with open(ref_two, "r+") as f:
+        f.write(text.replace('"role": "model"', '"role": "other"'))
+    os.utime(ref_two, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _publish(st, "ollama://a/three:1", digest, size)
+    st.remove(st.get(ramalama.parse_ref("oci://r.test/x/y/z:t")))
+    listed = _listed(st)
+    assert listed == _truth(st)
+    assert [json.loads(meta)["files"][0]["name"] for path, meta in listed if path.endswith("/one/1")] == [
+        "other.gguf"]
+    assert [json.loads(meta)["files"][0]["role"] for path, meta in listed if path.endswith("/two/1")] == [
+        "other"]
+    assert sorted(json.loads(meta)["ref"] for _, meta in listed) == [
+        "ollama://a/one:1", "ollama://a/three:1", "ollama://a/two:1"]
+
+    # Nothing changed since: the listing is not written again.
+    mtime = os.stat(st.listing).st_mtime_ns
+    assert _listed(st) == _truth(st) and os.stat(st.listing).st_mtime_ns == mtime
+
+
+def test_list_keeps_no_stamp_of_the_last_two_seconds(tmp_path, model_file):
+    st = ramalama.Store(str(tmp_path / "s")).ensure()        # the real clock: everything is new
+    digest, size = st.import_file(str(model_file))
+    _publish(st, "ollama://a/one:1", digest, size)
+    assert len(_listed(st)) == 1
+    entries = json.loads(open(st.listing).read())["entries"] if os.path.exists(st.listing) else {}
+    assert entries == {}
+    later = ramalama.Store(st.root, clock=lambda: time.time() + 10)
+    assert len(_listed(later)) == 1
+    assert "/ollama/registry.ollama.ai/a/one/1" in json.loads(open(st.listing).read())["entries"]
+
+
+@pytest.mark.parametrize("listing", [
+    "not json", "[]", '{"layout": 99, "entries": {}}', '{"layout": 1, "entries": []}',
+    '{"layout": 1}', "BAD_ENTRIES", "DIRECTORY"])
+def test_a_damaged_or_foreign_listing_changes_nothing(tmp_path, model_file, listing):
+    st = ramalama.Store(str(tmp_path / "s"), clock=lambda: time.time() + 10).ensure()
+    digest, size = st.import_file(str(model_file))
+    _publish(st, "ollama://a/one:1", digest, size)
+    _publish(st, "ollama://a/two:1", digest, size)
+    truth = _truth(st)
+    if listing == "DIRECTORY":                           # cannot be read nor replaced
+        os.mkdir(st.listing)
+    elif listing == "BAD_ENTRIES":                       # right stamps, contents no walk may follow
+        _listed(st)
+        saved = json.loads(open(st.listing).read())
+        for rel, (stamp, content) in saved["entries"].items():
+            saved["entries"][rel] = [stamp, {"ref": 3, "files": "x"} if isinstance(content, dict)
+                                     else ["..", "/etc"]]
+        saved["entries"]["/ollama"] = "junk"
+        with open(st.listing, "w") as f:
+            json.dump(saved, f)
+    else:
+        with open(st.listing, "w") as f:
+            f.write(listing)
+    assert _listed(st) == truth
+    assert _listed(st) == truth
+    assert [n for n in os.listdir(st.root) if n.endswith(".tmp")] == []
