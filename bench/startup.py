@@ -4,7 +4,9 @@ CPython 3.9+ this machine has (pyenv's and the system's):
 
   --help          ramalama.pyz --help  vs  python -c pass, and vs a trivial argparse zipapp's --help
                   (python -m zipapp: the floor; target <= 1.25x it)
-  list x1000      ramalama.pyz list over 1,000 models  vs  --help    (target <= 2.00)
+  list x1000      ramalama.pyz list over 1,000 models  vs  --help    (target <= 2.00), as a
+                  user who lists again sees it; and the first list after the store changed
+                  (listing.json removed before each such run: every folder is read)
   anchor          ramalama 0.25 from PyPI --help vs python3 -c pass  (when it can be installed)
 
 Commands run round-robin, so machine noise hits all of them alike; each figure is the median of
@@ -18,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -47,6 +50,7 @@ def make_store(root: str, count: int) -> None:
     spec = [ramalama.FileSpec("model.gguf", "sha256:" + digest, size, "model", "")]
     for i in range(count):
         store.publish_model(ramalama.parse_ref("ollama://bench/model-%04d:latest" % i), spec, {})
+    time.sleep(2.1)       # list remembers no folder changed in its last two seconds (Store.models)
 
 
 TRIVIAL = "import argparse\nargparse.ArgumentParser(description='trivial').parse_args()\n"
@@ -92,18 +96,21 @@ def main() -> int:
                 "trivial": [py, trivial, "--help"],
                 "help": [py, pyz, "--help"],
                 "list": [py, pyz, "--store", os.path.join(work, "store"), "list"],
+                "first": [py, pyz, "--store", os.path.join(work, "store"), "list"],
             }
             listed = subprocess.run(cmds["list"], capture_output=True, text=True, env=env).stdout
             assert len(listed.splitlines()) == 1001, "list did not show 1,000 models"
             times = {k: [] for k in cmds}
             for _ in range(opts.rounds):
                 for name, cmd in cmds.items():
+                    if name == "first":
+                        os.unlink(os.path.join(work, "store", "listing.json"))
                     times[name].append(cpu_time(cmd, env))
             med = {k: statistics.median(v) for k, v in times.items()}
             print("Python %-7s --help %.1f ms: %.2fx -c pass, %.2fx a trivial argparse zipapp (target <= "
-                  "1.25); list 1000 models %.2fx --help (target <= 2.00)"
+                  "1.25); list 1000 models %.2fx --help (target <= 2.00), the first after a change %.2fx"
                   % (version, med["help"] * 1e3, med["help"] / med["pass"], med["help"] / med["trivial"],
-                     med["list"] / med["help"]))
+                     med["list"] / med["help"], med["first"] / med["help"]))
         if not opts.no_anchor:
             anchor = anchor_command()
             if anchor:
