@@ -2094,7 +2094,7 @@ class Store:
 
     def __init__(self, root: str, log=None, clock=time.time):
         self.root = os.path.abspath(root)
-        self.clock = clock                      # what listing stamps are judged recent by
+        self.clock = clock                      # what listing stamps are judged settled by
         self.blobs = os.path.join(self.root, "blobs", "sha256")
         self.repos = os.path.join(self.root, "repos")
         self.tmp = os.path.join(self.root, "tmp")
@@ -2299,15 +2299,14 @@ class Store:
         instead of a walk of its folders and a read of its .ref.json. The stamp is the inode,
         size, mtime and ctime: a folder's times change whenever an entry in it is added,
         removed or renamed, a file's ctime with every change to it, and no one can set a ctime.
-        A stamp from the last two seconds is not kept: a second change within the same tick
-        of the filesystem's clock would leave it as it was."""
+        A stamp that has not settled yet (_settled) is not kept."""
         seen = self._listing() if remember else {}
-        kept, recent = {}, int((self.clock() - 2) * 1e9)
+        kept, now_ns = {}, int(self.clock() * 1e9)
         stack = [""]
         while stack:
             rel = stack.pop()
             try:
-                found = self._folder(rel, seen, kept if remember else None, recent)
+                found = self._folder(rel, seen, kept if remember else None, now_ns)
             except StoreError as e:
                 if broken is None:
                     raise
@@ -2320,7 +2319,7 @@ class Store:
         if remember and kept != seen:
             self._save_listing(kept)
 
-    def _folder(self, rel: str, seen: dict, kept, recent: int):
+    def _folder(self, rel: str, seen: dict, kept, now_ns: int):
         """What repos/<rel> holds: its Model, or the names of its subfolders ([] when it is
         gone). Taken from `seen` when the stamp matches; what is read goes into `kept`."""
         path = self.repos + rel
@@ -2329,9 +2328,9 @@ class Store:
             try:
                 stamp, content = known
                 is_model = isinstance(content, dict)
-                now = os.stat(path + "/" + REF_FILE if is_model else path, follow_symlinks=False)
+                current = os.stat(path + "/" + REF_FILE if is_model else path, follow_symlinks=False)
                 intact = _ref_json_ok(content) if is_model else _folder_names_ok(content)
-                if intact and _stamp(now) == stamp:
+                if intact and _stamp(current) == stamp:
                     kept[rel] = known
                     return Model.at(path, content) if is_model else content
             except (OSError, TypeError, ValueError):
@@ -2346,7 +2345,7 @@ class Store:
                 found = content = [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
             except (FileNotFoundError, NotADirectoryError):
                 return []
-        if kept is not None and st.st_ctime_ns < recent:
+        if kept is not None and _settled(st, now_ns):
             kept[rel] = [_stamp(st), content]
         return found
 
@@ -2572,6 +2571,14 @@ def _read_fd(fd: int, size: int = 1 << 16) -> bytes:
 def _stamp(st) -> list:
     """What tells a file or folder changed: inode, size, mtime and ctime."""
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _settled(st, now_ns: int) -> bool:
+    """Whether a stamp is old enough to remember: a second change within the same tick of the
+    filesystem's clock would leave it as it is. Times in whole seconds (ext3, FAT, some NFS
+    servers) tick once a second or two; others within milliseconds (the kernel's clock tick)."""
+    tick = 2_000_000_000 if st.st_ctime_ns % 1_000_000_000 == 0 else 100_000_000
+    return st.st_ctime_ns < now_ns - tick
 
 
 def _folder_names_ok(names) -> bool:

@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -50,7 +49,6 @@ def make_store(root: str, count: int) -> None:
     spec = [ramalama.FileSpec("model.gguf", "sha256:" + digest, size, "model", "")]
     for i in range(count):
         store.publish_model(ramalama.parse_ref("ollama://bench/model-%04d:latest" % i), spec, {})
-    time.sleep(2.1)       # list remembers no folder changed in its last two seconds (Store.models)
 
 
 TRIVIAL = "import argparse\nargparse.ArgumentParser(description='trivial').parse_args()\n"

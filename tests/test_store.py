@@ -1,4 +1,5 @@
 """The content-addressed store through the CLI: dedup across transports, rm, fsck, prune."""
+import collections
 import json
 import os
 import stat
@@ -251,16 +252,28 @@ def test_list_remembers_unchanged_folders_and_sees_every_change(tmp_path, model_
     assert _listed(st) == _truth(st) and os.stat(st.listing).st_mtime_ns == mtime
 
 
-def test_list_keeps_no_stamp_of_the_last_two_seconds(tmp_path, model_file):
-    st = ramalama.Store(str(tmp_path / "s")).ensure()        # the real clock: everything is new
+def test_list_keeps_only_settled_stamps(tmp_path, model_file):
+    st = ramalama.Store(str(tmp_path / "s")).ensure()
     digest, size = st.import_file(str(model_file))
     _publish(st, "ollama://a/one:1", digest, size)
-    assert len(_listed(st)) == 1
+    ctimes = [os.stat(os.path.join(top, name)).st_ctime_ns
+              for top, dirs, files in os.walk(st.repos) for name in dirs + files]
+    unsettled = ramalama.Store(st.root, clock=lambda: (min(ctimes) + 50_000_000) / 1e9)
+    assert len(_listed(unsettled)) == 1
     entries = json.loads(open(st.listing).read())["entries"] if os.path.exists(st.listing) else {}
     assert entries == {}
-    later = ramalama.Store(st.root, clock=lambda: time.time() + 10)
-    assert len(_listed(later)) == 1
+    settled = ramalama.Store(st.root, clock=lambda: (max(ctimes) + 200_000_000) / 1e9)
+    assert len(_listed(settled)) == 1
     assert "/ollama/registry.ollama.ai/a/one/1" in json.loads(open(st.listing).read())["entries"]
+
+
+def test_a_stamp_settles_after_a_tick_of_its_filesystems_clock():
+    stamp = collections.namedtuple("stamp", "st_ctime_ns")
+    fine, whole = stamp(10 ** 18 + 123_456_789), stamp(10 ** 18)          # ns times; whole seconds
+    assert not ramalama._settled(fine, fine.st_ctime_ns + 50_000_000)
+    assert ramalama._settled(fine, fine.st_ctime_ns + 150_000_000)
+    assert not ramalama._settled(whole, whole.st_ctime_ns + 1_500_000_000)
+    assert ramalama._settled(whole, whole.st_ctime_ns + 2_500_000_000)
 
 
 @pytest.mark.parametrize("listing", [
