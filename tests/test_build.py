@@ -70,7 +70,7 @@ def test_archive_layout(pyz):
         assert {info.external_attr for info in infos} == {0o100644 << 16}
         pycs = {n for n in names if n.endswith(".pyc")}
         assert pycs == {n for n in pycs if re.fullmatch(r"site-packages/ramalama\.cpython-3\d+\.pyc", n)}
-        assert {i.filename for i in infos if i.compress_type == zipfile.ZIP_STORED} == pycs
+        assert {i.filename for i in infos if i.compress_type == zipfile.ZIP_STORED} == pycs | {"__main__.py"}
         assert {i.compress_type for i in infos
                 if i.compress_type != zipfile.ZIP_STORED} == {zipfile.ZIP_DEFLATED}
         assert zf.read("site-packages/ramalama.py") == (ROOT / "ramalama.py").read_bytes()
