@@ -2243,7 +2243,7 @@ class Store:
         """The Model in folder `path`, or None when there is none. Everything a command will
         turn into a path or a number is checked here, so a damaged .ref.json is one error."""
         found = self._read_model(path)
-        return found and found[0]
+        return found[0] if found else None
 
     def _read_model(self, path: str):
         """load()'s (Model, stat of the .ref.json it read), or None."""
