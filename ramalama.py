@@ -2316,8 +2316,8 @@ class Store:
                 yield found
             else:
                 stack.extend(rel + "/" + name for name in reversed(found))
-        if remember and kept != seen:
-            self._save_listing(kept)
+        if remember and any(seen.get(rel) is not entry for rel, entry in kept.items()):
+            self._save_listing(kept)        # something was read: a listing that only lost entries can wait
 
     def _folder(self, rel: str, seen: dict, kept, now_ns: int):
         """What repos/<rel> holds: its Model, or the names of its subfolders ([] when it is

@@ -267,6 +267,21 @@ def test_list_keeps_only_settled_stamps(tmp_path, model_file):
     assert "/ollama/registry.ollama.ai/a/one/1" in json.loads(open(st.listing).read())["entries"]
 
 
+def test_a_list_that_read_only_unsettled_changes_leaves_the_listing_alone(tmp_path, model_file):
+    st = ramalama.Store(str(tmp_path / "s"), clock=lambda: time.time() + 10).ensure()
+    digest, size = st.import_file(str(model_file))
+    _publish(st, "ollama://a/one:1", digest, size)
+    _publish(st, "ollama://a/two:1", digest, size)
+    _listed(st)
+    written = os.stat(st.listing).st_ino
+    model = _publish(st, "ollama://a/one:1", digest, size, files=("other.gguf",))
+    changed = os.stat(os.path.join(model.path, ramalama.REF_FILE)).st_ctime_ns
+    just_after = ramalama.Store(st.root, clock=lambda: (changed + 50_000_000) / 1e9)
+    assert _listed(just_after) == _truth(st)                    # the new folder is read and shown
+    assert os.stat(st.listing).st_ino == written                # but not kept: nothing to write
+    assert _listed(st) == _truth(st) and os.stat(st.listing).st_ino != written    # settled: kept
+
+
 def test_a_stamp_settles_after_a_tick_of_its_filesystems_clock():
     stamp = collections.namedtuple("stamp", "st_ctime_ns")
     fine, whole = stamp(10 ** 18 + 123_456_789), stamp(10 ** 18)          # ns times; whole seconds
