@@ -5536,11 +5536,16 @@ def _add_authfile_flag(p) -> None:
                    "$REGISTRY_AUTH_FILE, then the podman and docker files)")
 
 
+def _add_tls_flags(p, off: str = "") -> None:
+    """--tls-verify and --cert-dir; `off` says what false also allows."""
+    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
+                   help="verify TLS certificates (default true%s)" % off)
+    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
+
+
 def _add_registry_flags(p) -> None:
     _add_authfile_flag(p)
-    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
-                   help="verify TLS certificates (default true; false also allows plain HTTP)")
-    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
+    _add_tls_flags(p, "; false also allows plain HTTP")
 
 
 def _add_launch_flags(p, layers: bool = True) -> None:
@@ -6726,9 +6731,7 @@ def _api_flags(p) -> None:
     p.add_argument("--name", help="a model container of ours (see `ramalama ps`) whose API to use")
     p.add_argument("--api-key", metavar="KEY",
                    help="key sent as a bearer token (config api_key; env RAMALAMA_API_KEY)")
-    p.add_argument("--tls-verify", type=_bool, metavar="BOOL", default=None,
-                   help="verify TLS certificates (default true)")
-    p.add_argument("--cert-dir", metavar="DIR", help="directory of CA certificates for TLS")
+    _add_tls_flags(p)
 
 
 def _api_client(ctx) -> tuple:
